@@ -1,0 +1,205 @@
+"""The table contract, read once from ``sql/schema.sql`` with sqlglot.
+
+Everything that needs a column name or a type derives it from here: the CSV read types
+(:mod:`pipeline.stage`), the Parquet/Arrow schema, the DuckDB merge, the PostgreSQL
+staging, snapshot and live tables and the upserts (:mod:`pipeline.pgsql`).
+There is no second list of columns anywhere in the package.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_FILE = PROJECT_ROOT / "sql" / "schema.sql"
+
+# PostgreSQL's bare NUMERIC has no fixed scale, DuckDB's bare DECIMAL is DECIMAL(18,3) and would
+# round silently. The lake stores NUMERIC as DECIMAL(38, 10): 28 integer and 10 fractional digits.
+# A value that does not fit is rejected at staging with a message, never rounded.
+NUMERIC_PRECISION = 38
+NUMERIC_SCALE = 10
+
+HIDDEN_AT_START = "hidden at start"
+
+_PG_TYPES = {
+    exp.DataType.Type.TEXT: "TEXT",
+    exp.DataType.Type.VARCHAR: "TEXT",
+    exp.DataType.Type.DATE: "DATE",
+    exp.DataType.Type.BOOLEAN: "BOOLEAN",
+    exp.DataType.Type.INT: "INT",
+    exp.DataType.Type.BIGINT: "BIGINT",
+    exp.DataType.Type.DECIMAL: "NUMERIC",
+}
+
+
+class SchemaError(Exception):
+    """sql/schema.sql declares something the pipeline cannot derive a lake type for."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str  # TEXT, DATE, BOOLEAN, INT, BIGINT, NUMERIC (as declared)
+    precision: int | None = None  # NUMERIC(p, s) when declared with a precision
+    scale: int | None = None
+    primary_key: bool = False
+    references: str | None = None  # table name of a REFERENCES clause
+    hidden_at_start: bool = False  # a drop may leave the column out; it is then NULL
+
+    @property
+    def numeric_precision(self) -> int:
+        return self.precision if self.precision is not None else NUMERIC_PRECISION
+
+    @property
+    def numeric_scale(self) -> int:
+        if self.precision is not None:
+            return self.scale or 0
+        return NUMERIC_SCALE
+
+    @property
+    def duckdb_type(self) -> str:
+        """The exact DuckDB type the lake stores this column as."""
+        if self.pg_type == "NUMERIC":
+            return f"DECIMAL({self.numeric_precision}, {self.numeric_scale})"
+        return {"TEXT": "VARCHAR", "INT": "INTEGER"}.get(self.pg_type, self.pg_type)
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        if self.pg_type == "NUMERIC":
+            return pa.decimal128(self.numeric_precision, self.numeric_scale)
+        return {
+            "TEXT": pa.string(),
+            "DATE": pa.date32(),
+            "BOOLEAN": pa.bool_(),
+            "INT": pa.int32(),
+            "BIGINT": pa.int64(),
+        }[self.pg_type]
+
+    @property
+    def pg_ddl_type(self) -> str:
+        """The column's type exactly as sql/schema.sql declares it, for PostgreSQL DDL."""
+        if self.pg_type == "NUMERIC" and self.precision is not None:
+            return f"NUMERIC({self.precision}, {self.scale or 0})"
+        return self.pg_type
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def key(self) -> str:
+        (pk,) = (c.name for c in self.columns if c.primary_key)
+        return pk
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def value_columns(self) -> list[Column]:
+        """Every column but the key."""
+        return [c for c in self.columns if not c.primary_key]
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Columns a drop must contain (all but those hidden at start)."""
+        return [c.name for c in self.columns if not c.hidden_at_start]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.arrow_type, nullable=not c.primary_key) for c in self.columns])
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: tuple[Table, ...]
+
+    @property
+    def table_names(self) -> list[str]:
+        return [t.name for t in self.tables]
+
+    def table(self, name: str) -> Table:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(f"sql/schema.sql declares no table {name!r}; tables: {', '.join(self.table_names)}")
+
+    @property
+    def root(self) -> Table:
+        """The table every other table references (users)."""
+        referenced = {c.references for t in self.tables for c in t.columns if c.references}
+        roots = [t for t in self.tables if t.name in referenced]
+        if len(roots) != 1:
+            raise SchemaError(f"expected exactly one referenced table, found {[t.name for t in roots]}")
+        return roots[0]
+
+
+def parse_schema(sql_text: str, source: str = "schema.sql") -> Schema:
+    tables = []
+    for statement in sqlglot.parse(sql_text, read="postgres"):
+        if statement is None:
+            continue
+        if not isinstance(statement, exp.Create) or statement.kind != "TABLE":
+            raise SchemaError(f"{source}: only CREATE TABLE statements are allowed, found: {statement.sql()[:80]}")
+        tables.append(_parse_table(statement, source))
+    if not tables:
+        raise SchemaError(f"{source}: no CREATE TABLE statement found")
+    return Schema(tuple(tables))
+
+
+def _parse_table(statement: exp.Create, source: str) -> Table:
+    name = statement.this.this.name
+    columns = []
+    for definition in statement.this.expressions:
+        if not isinstance(definition, exp.ColumnDef):
+            raise SchemaError(f"{source}: table {name}: only column definitions are supported, found {definition.sql()}")
+        columns.append(_parse_column(name, definition, source))
+    if sum(c.primary_key for c in columns) != 1:
+        raise SchemaError(f"{source}: table {name} must declare exactly one PRIMARY KEY column")
+    return Table(name, tuple(columns))
+
+
+def _parse_column(table: str, definition: exp.ColumnDef, source: str) -> Column:
+    kind: exp.DataType = definition.args["kind"]
+    pg_type = _PG_TYPES.get(kind.this)
+    if pg_type is None:
+        raise SchemaError(f"{source}: {table}.{definition.name}: type {kind.sql('postgres')} is not supported")
+    precision = scale = None
+    if pg_type == "NUMERIC" and kind.expressions:
+        precision = int(kind.expressions[0].name)
+        scale = int(kind.expressions[1].name) if len(kind.expressions) > 1 else 0
+    primary_key = False
+    references = None
+    for constraint in definition.constraints:
+        if isinstance(constraint.kind, exp.PrimaryKeyColumnConstraint):
+            primary_key = True
+        elif isinstance(constraint.kind, exp.Reference):
+            references = constraint.kind.this.this.name
+    comments = " ".join(definition.comments or [])
+    return Column(
+        name=definition.name,
+        pg_type=pg_type,
+        precision=precision,
+        scale=scale,
+        primary_key=primary_key,
+        references=references,
+        hidden_at_start=HIDDEN_AT_START in comments.lower(),
+    )
+
+
+@functools.cache
+def load_schema(path: Path = SCHEMA_FILE) -> Schema:
+    return parse_schema(path.read_text(encoding="utf-8"), source=str(path.name))
