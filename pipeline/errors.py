@@ -1,0 +1,43 @@
+"""Named errors. Each message says what is wrong, where, and what to do about it.
+
+The Luigi tasks and the console script show these messages as they are, without a traceback:
+they are meant for the person who runs the month, not for the developer.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: an expected failure with a message a person can act on."""
+
+
+class ConfigError(PipelineError):
+    """luigi.cfg, .env or the environment do not describe a runnable month."""
+
+
+class DropError(PipelineError):
+    """A drop folder or one of its files cannot be read as the schema requires."""
+
+
+class RejectedRowsError(PipelineError):
+    """More rows of a file failed to parse than the configured max reject ratio allows."""
+
+
+class QualityGateError(PipelineError):
+    """Soda checks failed; the month was not published."""
+
+
+class PostgresUnavailableError(PipelineError):
+    """PostgreSQL could not be reached or refused the login."""
+
+
+class PublishedMonthError(PipelineError):
+    """A published month is immutable; a different drop for it needs --replace."""
+
+
+class DeletionLimitError(PipelineError):
+    """A --full-dump month would delete more users than allowed without confirmation."""
+
+
+class LakeStateError(PipelineError):
+    """The lake does not hold what this step needs (e.g. the previous month is not published)."""

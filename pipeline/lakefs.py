@@ -1,0 +1,122 @@
+"""The lake's layout and its atomic file operations.
+
+Every file or partition is written under a temporary name beside its final place and renamed into
+place, so a crash at any moment leaves either the old state or the new one, never a partial file.
+Temporary names start with ``.tmp-`` and are swept by :func:`sweep_temporaries` on the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def partition(as_of: date) -> str:
+    return f"as_of={as_of.isoformat()}"
+
+
+class Lake:
+    """Paths inside a lake root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def raw(self, table: str, as_of: date) -> Path:
+        return self.root / "raw" / table / partition(as_of)
+
+    def snapshot(self, table: str, as_of: date) -> Path:
+        return self.root / "snapshots" / table / partition(as_of)
+
+    def snapshot_file(self, table: str, as_of: date) -> Path:
+        return self.snapshot(table, as_of) / "data.parquet"
+
+    def rejects(self, table: str, as_of: date) -> Path:
+        return self.root / "rejects" / table / partition(as_of)
+
+    def run_dir(self, as_of: date) -> Path:
+        return self.root / "runs" / partition(as_of)
+
+    def manifest(self, as_of: date) -> Path:
+        return self.run_dir(as_of) / "manifest.json"
+
+    def work(self, as_of: date) -> Path:
+        """Scratch space of one month's run; removed once the month is published."""
+        return self.root / "_work" / partition(as_of)
+
+    def training(self, as_of: date) -> Path:
+        return self.root / "training" / partition(as_of)
+
+    def manifests(self) -> list[Path]:
+        return sorted((self.root / "runs").glob("as_of=*/manifest.json"))
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success it is renamed to ``path`` (replacing it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces ``path`` as a whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        move_into_place(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into_place(src: Path, dest: Path) -> None:
+    """Rename folder ``src`` to ``dest``; an existing ``dest`` is swapped out first, then removed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dest.exists():
+        old = _tmp_sibling(dest)
+        os.rename(dest, old)
+    os.rename(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_temporaries(root: Path) -> int:
+    """Remove what crashed runs left behind under temporary names; returns how many were removed."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for path in list(root.rglob(f"{TMP_PREFIX}*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed += 1
+    return removed

@@ -1,0 +1,458 @@
+"""Stage: one CSV of a drop → one typed Parquet file, every unparseable row explained.
+
+DuckDB reads the file once, every column as text with the names from the header bound explicitly
+(any column order works, nothing is sniffed). Each value is then validated and cast with the rules
+of its declared type below, in SQL. Structural problems (wrong field count, bad quoting, bytes
+that are not UTF-8) come from DuckDB's own reject tables. When anything is rejected, the slow
+path runs: a Python pass over the file finds the line number and raw text of each bad row, and
+the rejects are written to ``<lake>/rejects/<table>/as_of=YYYY-MM-DD/rejects.parquet``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from pipeline import lakefs
+from pipeline.duck import literal, quote
+from pipeline.errors import DropError, RejectedRowsError
+from pipeline.schema import Column, Table
+
+log = logging.getLogger(__name__)
+
+BOOLEAN_TRUE = ("true", "t", "1", "yes")
+BOOLEAN_FALSE = ("false", "f", "0", "no")
+HOW_TO_FIX_FILE = "fix the export (or the file) and run the month again"
+MAX_LISTED_REJECTS = 5
+# DuckDB's reject error types, said the way a person fixing the export needs to hear them.
+STRUCTURAL_REASONS = {
+    "MISSING COLUMNS": "too few fields: the row has fewer values than the header has columns",
+    "TOO MANY COLUMNS": "too many fields: the row has more values than the header has columns "
+    "(an unquoted comma or a different delimiter?)",
+    "UNQUOTED VALUE": "a quote inside an unquoted value; quote the field and double inner quotes",
+    "INVALID ENCODING": "bytes that are not UTF-8 (Latin-1?); re-export the file as UTF-8",
+    "LINE SIZE OVER MAXIMUM": "the row is longer than 4 MB",
+    "INVALID STATE": "the row cannot be split into fields (an unterminated quote?)",
+}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """What was read: enough to tell later whether a drop file changed."""
+
+    name: str
+    size: int
+    sha256: str
+    rows: int  # data rows in the file, rejected ones included
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    column: str | None
+    reason: str
+    raw: str
+
+
+@dataclass
+class StageResult:
+    table: str
+    source: SourceFile
+    rows: int  # rows accepted into the typed Parquet file
+    rejected: int
+    missing_columns: list[str] = field(default_factory=list)  # hidden-at-start columns absent from the file
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StageResult:
+        data = json.loads(text)
+        data["source"] = SourceFile(**data["source"])
+        return cls(**data)
+
+
+# --- the drop folder -------------------------------------------------------------------------
+
+
+def drop_file(drop_dir: Path, table: Table) -> Path:
+    """The file of ``table`` in a drop folder, checked: present, a regular file, inside the folder."""
+    if not drop_dir.is_dir():
+        raise DropError(
+            f"{drop_dir}: drop folder does not exist; pass --source DIR or map the as_of to a folder in "
+            f"luigi.cfg [months]"
+        )
+    path = drop_dir / f"{table.name}.csv"
+    if not path.exists() and not path.is_symlink():
+        present = sorted(p.name for p in drop_dir.glob("*.csv"))
+        raise DropError(
+            f"{path}: missing file; a drop needs {table.name}.csv (found: {', '.join(present) or 'no CSV files'})"
+        )
+    resolved = path.resolve()
+    if not resolved.is_relative_to(drop_dir.resolve()):
+        raise DropError(
+            f"{path}: is a link to {resolved}, outside the drop folder; copy the file into the drop instead"
+        )
+    if not resolved.is_file():
+        raise DropError(f"{path}: not a regular file")
+    if resolved.stat().st_size == 0:
+        raise DropError(f"{path}: file is empty (0 bytes), not even a header line; {HOW_TO_FIX_FILE}")
+    return path
+
+
+def fingerprint(path: Path) -> str:
+    """Cheap identity of a file (name, size, mtime) for Luigi targets; the sha256 goes to the manifest."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    return hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_header(path: Path, table: Table) -> list[str]:
+    """The header's column names, checked against the schema: every required column present, no
+    unknown and no duplicated name. Returns the names in file order."""
+    with path.open("rb") as f:
+        first = f.readline(4 << 20)
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DropError(
+            f"{path}: line 1: header is not UTF-8 (byte {e.start + 1}); re-export the file as UTF-8"
+        ) from None
+    names = [n.strip() for n in next(csv.reader([text.rstrip("\r\n")]), [])]
+    expected = table.column_names
+    if len(names) == 1 and len(expected) > 1:
+        for delimiter in (";", "\t", "|"):
+            if delimiter in names[0]:
+                raise DropError(
+                    f"{path}: line 1: the header is one column split by {delimiter!r}; files must be "
+                    f"comma-delimited; re-export with ',' as the delimiter"
+                )
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DropError(f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}")
+    unknown = [n for n in names if n not in expected]
+    missing = [n for n in table.required_columns if n not in names]
+    problems = []
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s): {', '.join(unknown)}")
+    if problems:
+        raise DropError(
+            f"{path}: line 1: {'; '.join(problems)}. {table.name} has columns {', '.join(expected)} "
+            f"(declared in sql/schema.sql); {HOW_TO_FIX_FILE}"
+        )
+    return names
+
+
+# --- typing rules, one per declared type ------------------------------------------------------
+
+
+def _trimmed(column: str) -> str:
+    return f"NULLIF(trim({quote(column)}), '')"
+
+
+def _numeric_pattern(col: Column) -> str:
+    whole, frac = col.numeric_precision - col.numeric_scale, col.numeric_scale
+    fraction = f"(\\.[0-9]{{0,{frac}}})?" if frac else "\\.?"
+    return f"[+-]?(0*[0-9]{{1,{whole}}}{fraction}|0*\\.[0-9]{{1,{max(frac, 1)}}})"
+
+
+def typed_expr(col: Column) -> str:
+    """The SQL that turns the text of a valid value into the lake's type."""
+    if col.pg_type == "TEXT":
+        return quote(col.name)
+    t = _trimmed(col.name)
+    if col.pg_type == "BOOLEAN":
+        trues = ", ".join(map(literal, BOOLEAN_TRUE))
+        falses = ", ".join(map(literal, BOOLEAN_FALSE))
+        return f"CASE WHEN lower({t}) IN ({trues}) THEN true WHEN lower({t}) IN ({falses}) THEN false END"
+    return f"TRY_CAST({t} AS {col.duckdb_type})"
+
+
+def bad_expr(col: Column) -> str:
+    """True when the column's text is not a valid value of its type (NULL and blank are valid: missing)."""
+    v = quote(col.name)
+    if col.primary_key:
+        return f"({v} IS NULL OR trim({v}) = '' OR contains({v}, chr(0)))"
+    if col.pg_type == "TEXT":
+        return f"coalesce(contains({v}, chr(0)), false)"
+    t = _trimmed(col.name)
+    if col.pg_type == "BOOLEAN":
+        accepted = ", ".join(map(literal, BOOLEAN_TRUE + BOOLEAN_FALSE))
+        return f"coalesce(lower({t}) NOT IN ({accepted}), false)"
+    if col.pg_type in ("INT", "BIGINT"):
+        cond = f"NOT regexp_full_match({t}, '[+-]?[0-9]+') OR TRY_CAST({t} AS {col.duckdb_type}) IS NULL"
+    elif col.pg_type == "DATE":
+        cond = f"NOT regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') OR TRY_CAST({t} AS DATE) IS NULL"
+    elif col.pg_type == "NUMERIC":
+        cond = f"NOT regexp_full_match({t}, {literal(_numeric_pattern(col))})"
+    else:  # pragma: no cover - schema.py only lets the types above through
+        raise AssertionError(col.pg_type)
+    return f"({t} IS NOT NULL AND ({cond}))"
+
+
+def reason_expr(col: Column) -> str:
+    """Why a bad value is bad, in words (only evaluated for bad rows)."""
+    v, t = quote(col.name), _trimmed(col.name)
+    shown = f"'\"' || left({v}, 40) || CASE WHEN length({v}) > 40 THEN '…' ELSE '' END || '\"'"
+    if col.primary_key:
+        return f"CASE WHEN contains({v}, chr(0)) THEN 'contains a NUL byte' ELSE 'empty {col.name}' END"
+    if col.pg_type == "TEXT":
+        return "'contains a NUL byte; remove it from the export'"
+    if col.pg_type == "BOOLEAN":
+        return f"{shown} || ' is not a boolean; accepted: True/False, true/false, t/f, 1/0, Yes/No'"
+    if col.pg_type == "DATE":
+        return (
+            f"CASE WHEN regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+            f"THEN {shown} || ' is not a calendar date' "
+            f"ELSE {shown} || ' is not an ISO date (YYYY-MM-DD)' END"
+        )
+    common = (
+        f"WHEN lower(trim({t}, '+-')) IN ('nan', 'inf', 'infinity') THEN {shown} || ' is not a finite number' "
+        f"WHEN regexp_matches({t}, '[0-9.][eE][+-]?[0-9]') "
+        f"THEN {shown} || ' uses exponent notation; write the plain number' "
+        f"WHEN regexp_matches({t}, '[0-9],[0-9]') THEN {shown} || ' has a thousands separator; write the plain number' "
+    )
+    if col.pg_type in ("INT", "BIGINT"):
+        return (
+            f"CASE {common}"
+            f"WHEN regexp_full_match({t}, '[+-]?[0-9]+') THEN {shown} || ' is out of range for {col.pg_type}' "
+            f"ELSE {shown} || ' is not a whole number' END"
+        )
+    scale, whole = col.numeric_scale, col.numeric_precision - col.numeric_scale
+    return (
+        f"CASE {common}"
+        f"WHEN regexp_full_match({t}, '[+-]?[0-9]*\\.[0-9]{{{scale + 1},}}') THEN {shown} || ' has more than "
+        f"{scale} decimal places; the lake keeps NUMERIC exactly and will not round it' "
+        f"WHEN regexp_full_match({t}, '[+-]?[0-9]+(\\.[0-9]*)?') THEN {shown} || ' has more than {whole} digits "
+        f"before the decimal point' "
+        f"ELSE {shown} || ' is not a number' END"
+    )
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+
+def _read_csv_sql(path: Path, header: list[str], rejects_table: str, rejects_scan: str) -> str:
+    columns = "{" + ", ".join(f"{literal(name)}: 'VARCHAR'" for name in header) + "}"
+    return (
+        f"read_csv({literal(str(path))}, columns = {columns}, header = true, auto_detect = false, "
+        f"delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
+        f"store_rejects = true, rejects_table = {literal(rejects_table)}, rejects_scan = {literal(rejects_scan)}, "
+        f"max_line_size = 4194304)"
+    )
+
+
+def stage_table(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    drop_dir: Path,
+    as_of: date,
+    out_file: Path,
+    rejects_dir: Path,
+    max_reject_ratio: float = 0.0,
+) -> StageResult:
+    """Read ``<drop_dir>/<table>.csv``, write its valid rows, typed, to ``out_file`` (Parquet, zstd).
+
+    Raises :class:`DropError` for a file that cannot be read at all and :class:`RejectedRowsError`
+    when the share of rejected rows exceeds ``max_reject_ratio``; the rejects are written either way.
+    """
+    started = time.perf_counter()
+    path = drop_file(drop_dir, table)
+    header = read_header(path, table)
+    missing = [c.name for c in table.columns if c.name not in header]
+    name = table.name
+    raw, rej_errors, rej_scans = f"typed_{name}", f"rejects_{name}", f"reject_scans_{name}"
+    present = [c for c in table.columns if c.name in header]
+    select = ", ".join(
+        (f"{typed_expr(c)} AS {quote(c.name)}" if c.name in header else f"NULL::{c.duckdb_type} AS {quote(c.name)}")
+        for c in table.columns
+    )
+    bad = " OR ".join(bad_expr(c) for c in present)
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT {select}, ({bad}) AS _bad "
+            f"FROM {_read_csv_sql(path, header, rej_errors, rej_scans)}"
+        )
+    except duckdb.Error as e:
+        raise DropError(f"{path}: DuckDB could not read the file: {_first_line(e)}; {HOW_TO_FIX_FILE}") from None
+    key = quote(table.key)
+    parsed, bad_rows, duplicate_rows = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE _bad), "
+        f"(SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {raw} WHERE NOT _bad "
+        f"GROUP BY {key} HAVING count(*) > 1)) FROM {raw}"
+    ).fetchone()
+    structural = con.execute(f"SELECT count(DISTINCT line) FROM {rej_errors}").fetchone()[0]
+    total = parsed + structural
+    if total == 0:
+        raise DropError(f"{path}: the file has a header but no data rows; {HOW_TO_FIX_FILE}")
+    rejected_rows = bad_rows + duplicate_rows + structural
+    rejects: list[Reject] = []
+    if rejected_rows:
+        rejects = _explain_rejects(con, table, path, raw, rej_errors, header)
+        _write_rejects(con, rejects, rejects_dir)
+        rejected_rows = len({r.line for r in rejects})
+        ratio = rejected_rows / total
+        if ratio > max_reject_ratio:
+            raise RejectedRowsError(_rejects_message(path, rejects, rejected_rows, total, rejects_dir, max_reject_ratio))
+        log.warning("%s: %d of %d rows rejected (allowed up to %.1f%%), see %s", path, rejected_rows, total,
+                    100 * max_reject_ratio, rejects_dir)
+    source = SourceFile(name=path.name, size=path.stat().st_size, sha256=sha256_of(path), rows=total)
+    columns = ", ".join(quote(c) for c in table.column_names)
+    keep = f"NOT _bad AND {key} NOT IN (SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1)"
+    with lakefs.atomic_file(out_file) as tmp:
+        con.execute(f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} "
+                    f"(FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"DROP TABLE {raw}")
+    result = StageResult(
+        table=name, source=source, rows=total - rejected_rows, rejected=rejected_rows, missing_columns=missing,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return result
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def _explain_rejects(
+    con: duckdb.DuckDBPyConnection, table: Table, path: Path, raw: str, rej_errors: str, header: list[str]
+) -> list[Reject]:
+    """The slow path, run only when something is wrong: line numbers, columns, reasons, raw text."""
+    # DuckDB numbers records (header = 1), not physical lines; the csv module knows which record
+    # starts on which line, and since DuckDB keeps file order, which accepted row is which record.
+    spans = list(_record_spans(path))
+    structural: dict[int, Reject] = {}
+    for record, column, error_type, message in con.execute(
+        f"SELECT line - 2, column_name, error_type::VARCHAR, error_message FROM {rej_errors} ORDER BY line"
+    ).fetchall():
+        line, text = spans[record] if record < len(spans) else (0, "")
+        reason = STRUCTURAL_REASONS.get(error_type, f"{error_type.lower()}: {message}")
+        structural.setdefault(record, Reject(line, column if error_type == "INVALID ENCODING" else None, reason, text))
+    row_lines = [span for record, span in enumerate(spans) if record not in structural]
+    present = [c for c in table.columns if c.name in header]
+    reasons = ", ".join(
+        f"CASE WHEN {bad_expr(c)} THEN {reason_expr(c)} END" for c in present
+    )
+    raw_table = f"raw_{table.name}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {raw_table} AS SELECT * FROM "
+        f"{_read_csv_sql(path, header, rej_errors + '_again', rej_errors + '_again_scans')}"
+    )
+    cell_rejects = []
+    for rowid, reasons_row in con.execute(
+        f"SELECT rowid, [{reasons}] FROM {raw_table} WHERE {' OR '.join(bad_expr(c) for c in present)} ORDER BY rowid"
+    ).fetchall():
+        line, text = row_lines[rowid] if rowid < len(row_lines) else (0, "")
+        for column, reason in zip([c.name for c in present], reasons_row, strict=True):
+            if reason is not None:
+                cell_rejects.append(Reject(line=line, column=column, reason=f"{column}: {reason}", raw=text))
+    key = quote(table.key)
+    duplicates = con.execute(
+        f"SELECT rowid, {key}, count(*) OVER (PARTITION BY {key}) FROM {raw_table} WHERE {key} IN "
+        f"(SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1) ORDER BY rowid"
+    ).fetchall()
+    dup_lines: dict[str, list[int]] = {}
+    for rowid, user_id, _ in duplicates:
+        dup_lines.setdefault(user_id, []).append(row_lines[rowid][0] if rowid < len(row_lines) else 0)
+    dup_rejects = [
+        Reject(
+            line=row_lines[rowid][0] if rowid < len(row_lines) else 0,
+            column=table.key,
+            reason=f"{table.key} {user_id!r} appears {count} times (lines "
+            f"{', '.join(map(str, dup_lines[user_id]))}); a drop holds one row per {table.key}",
+            raw=row_lines[rowid][1] if rowid < len(row_lines) else "",
+        )
+        for rowid, user_id, count in duplicates
+    ]
+    con.execute(f"DROP TABLE {raw_table}")
+    return sorted([*structural.values(), *cell_rejects, *dup_rejects], key=lambda r: r.line)
+
+
+def _record_spans(path: Path) -> Iterator[tuple[int, str]]:
+    """(first line number, raw text) of each data record, the way a CSV reader splits them."""
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
+        lines = _LineRecorder(f)
+        reader = csv.reader(lines)
+        next(reader, None)  # header
+        start = 2
+        for _ in reader:
+            yield start, lines.take().rstrip("\r\n")
+            start = reader.line_num + 1
+
+
+class _LineRecorder:
+    """An iterator over a file's lines that remembers the lines handed out since the last take()."""
+
+    def __init__(self, f: io.TextIOBase) -> None:
+        self._f = f
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _LineRecorder:
+        return self
+
+    def __next__(self) -> str:
+        line = self._f.readline()
+        if not line:
+            raise StopIteration
+        self._taken.append(line)
+        return line
+
+    def take(self) -> str:
+        text, self._taken = "".join(self._taken), []
+        return text
+
+
+def _write_rejects(con: duckdb.DuckDBPyConnection, rejects: list[Reject], rejects_dir: Path) -> None:
+    import pyarrow as pa
+
+    rows = pa.table(
+        {
+            "line": pa.array([r.line for r in rejects], pa.int64()),
+            "column": pa.array([r.column for r in rejects], pa.string()),
+            "reason": pa.array([r.reason for r in rejects], pa.string()),
+            "raw": pa.array([r.raw for r in rejects], pa.string()),
+        }
+    )
+    with lakefs.atomic_dir(rejects_dir) as tmp:
+        con.register("rejects_arrow", rows)
+        con.execute(f"COPY rejects_arrow TO {literal(str(tmp / 'rejects.parquet'))} (FORMAT parquet)")
+        con.unregister("rejects_arrow")
+
+
+def _rejects_message(
+    path: Path, rejects: list[Reject], rows: int, total: int, rejects_dir: Path, max_ratio: float
+) -> str:
+    listed = "\n".join(
+        f"  {path.name}:{r.line}: column {r.column or '?'}: {r.reason}\n      {r.raw[:200]!r}"
+        for r in rejects[:MAX_LISTED_REJECTS]
+    )
+    more = f"\n  … and {len(rejects) - MAX_LISTED_REJECTS} more" if len(rejects) > MAX_LISTED_REJECTS else ""
+    allowed = "any reject fails the month" if max_ratio == 0 else f"at most {100 * max_ratio:g}% may be rejected"
+    return (
+        f"{path}: {rows} of {total} rows rejected ({allowed}):\n{listed}{more}\n"
+        f"All rejects: {rejects_dir / 'rejects.parquet'}. Fix the export and run the month again "
+        f"(or raise [pipeline] max_reject_ratio in luigi.cfg to accept a share of bad rows)."
+    )
