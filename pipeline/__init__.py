@@ -1,0 +1,8 @@
+"""streamflow-lake: monthly CSV drops → typed, as_of-partitioned Parquet lake → Soda gate → PostgreSQL.
+
+``luigi --module pipeline Month --as-of 2024-01-31`` imports this package to find its tasks.
+"""
+
+from pipeline.tasks import MergeTable, Month, StageTable
+
+__all__ = ["MergeTable", "Month", "StageTable"]

@@ -41,3 +41,8 @@ def quote(identifier: str) -> str:
 
 def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def read_parquet(path: str | Path) -> str:
+    """SQL that reads one Parquet file as it is (no Hive columns from an ``as_of=…`` folder in its path)."""
+    return f"read_parquet({literal(str(path))}, hive_partitioning = false)"

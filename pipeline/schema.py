@@ -9,7 +9,7 @@ There is no second list of columns anywhere in the package.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -93,6 +93,7 @@ class Column:
 class Table:
     name: str
     columns: tuple[Column, ...]
+    definition: exp.Create = field(compare=False, repr=False)  # the CREATE TABLE as parsed, for DDL
 
     @property
     def key(self) -> str:
@@ -169,7 +170,7 @@ def _parse_table(statement: exp.Create, source: str) -> Table:
         columns.append(_parse_column(name, definition, source))
     if sum(c.primary_key for c in columns) != 1:
         raise SchemaError(f"{source}: table {name} must declare exactly one PRIMARY KEY column")
-    return Table(name, tuple(columns))
+    return Table(name, tuple(columns), statement)
 
 
 def _parse_column(table: str, definition: exp.ColumnDef, source: str) -> Column:

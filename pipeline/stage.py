@@ -368,7 +368,7 @@ def _explain_rejects(
         line, text = row_lines[rowid] if rowid < len(row_lines) else (0, "")
         for column, reason in zip([c.name for c in present], reasons_row, strict=True):
             if reason is not None:
-                cell_rejects.append(Reject(line=line, column=column, reason=f"{column}: {reason}", raw=text))
+                cell_rejects.append(Reject(line=line, column=column, reason=reason, raw=text))
     key = quote(table.key)
     duplicates = con.execute(
         f"SELECT rowid, {key}, count(*) OVER (PARTITION BY {key}) FROM {raw_table} WHERE {key} IN "
@@ -446,7 +446,8 @@ def _rejects_message(
     path: Path, rejects: list[Reject], rows: int, total: int, rejects_dir: Path, max_ratio: float
 ) -> str:
     listed = "\n".join(
-        f"  {path.name}:{r.line}: column {r.column or '?'}: {r.reason}\n      {r.raw[:200]!r}"
+        f"  {path.name}, line {r.line}{f', column {r.column}' if r.column else ''}: {r.reason}\n"
+        f"      raw: {r.raw[:200]!r}"
         for r in rejects[:MAX_LISTED_REJECTS]
     )
     more = f"\n  … and {len(rejects) - MAX_LISTED_REJECTS} more" if len(rejects) > MAX_LISTED_REJECTS else ""

@@ -1,0 +1,116 @@
+"""PostgreSQL DDL for every derived table, built with sqlglot from the statements of sql/schema.sql.
+
+- live tables: the declared statement as it is, in the target schema (keys and references kept);
+- ``<table>_snapshots``: the declared columns plus ``as_of DATE``, primary key (key, as_of),
+  partitioned by list of as_of: one partition per month, so a month loads into a fresh table;
+- staging tables: the declared columns only, UNLOGGED (they are rebuilt on every run);
+- ``subscriptions_profile_snapshots``: the view the old consumers read.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlglot
+from sqlglot import exp
+
+from pipeline.schema import Schema, Table
+
+PG = "postgres"
+SNAPSHOT_SUFFIX = "_snapshots"
+AS_OF = "as_of"
+# Columns of the snapshot table the old hand-run script kept for its consumers; the view keeps them readable.
+PROFILE_VIEW = "subscriptions_profile_snapshots"
+PROFILE_SOURCE = "subscriptions"
+PROFILE_COLUMNS = (
+    "user_id", AS_OF, "months_active", "monthly_fee", "paperless_billing", "plan_stream_tv",
+    "plan_stream_movies", "net_service",
+)
+
+
+def _table(name: str, schema: str) -> exp.Table:
+    return exp.table_(exp.to_identifier(name, quoted=True), db=exp.to_identifier(schema, quoted=True))
+
+
+def _bare_columns(table: Table) -> list[exp.ColumnDef]:
+    """The declared column definitions without constraints, identifiers quoted."""
+    columns = []
+    for definition in table.definition.this.expressions:
+        column = definition.copy()
+        column.set("constraints", [])
+        column.set("this", exp.to_identifier(column.name, quoted=True))
+        columns.append(column)
+    return columns
+
+
+def _not_null(column: exp.ColumnDef) -> exp.ColumnDef:
+    column.append("constraints", exp.ColumnConstraint(kind=exp.NotNullColumnConstraint()))
+    return column
+
+
+def live_table(table: Table, schema: str) -> str:
+    create = table.definition.copy()
+    create.comments = None
+    create.set("exists", True)
+    create.this.set("this", _table(table.name, schema))
+    for column in create.this.expressions:
+        column.set("this", exp.to_identifier(column.name, quoted=True))
+        for constraint in column.constraints:
+            if isinstance(constraint.kind, exp.Reference):
+                target = constraint.kind.this  # Schema(this=Table, expressions=[cols])
+                target.set("this", _table(target.this.name, schema))
+                target.set("expressions", [exp.to_identifier(c.name, quoted=True) for c in target.expressions])
+    return create.sql(PG)
+
+
+def snapshot_table(table: Table, schema: str) -> str:
+    create = sqlglot.parse_one(f'CREATE TABLE IF NOT EXISTS t (x INT) PARTITION BY LIST ("{AS_OF}")', read=PG)
+    create.this.set("this", _table(table.name + SNAPSHOT_SUFFIX, schema))
+    columns = _bare_columns(table)
+    for column in columns:
+        if column.name == table.key:
+            _not_null(column)
+    as_of = _not_null(exp.ColumnDef(this=exp.to_identifier(AS_OF, quoted=True), kind=exp.DataType.build("DATE")))
+    key = exp.PrimaryKey(expressions=[exp.to_identifier(table.key, quoted=True), exp.to_identifier(AS_OF, quoted=True)])
+    create.this.set("expressions", [*columns, as_of, key])
+    return create.sql(PG)
+
+
+def partition_name(table: Table, as_of: date) -> str:
+    return f"{table.name}{SNAPSHOT_SUFFIX}_{as_of:%Y%m%d}"
+
+
+def snapshot_partition(table: Table, schema: str, as_of: date) -> str:
+    create = sqlglot.parse_one(f"CREATE TABLE IF NOT EXISTS p PARTITION OF t FOR VALUES IN ('{as_of.isoformat()}')",
+                               read=PG)
+    create.set("this", _table(partition_name(table, as_of), schema))
+    create.find(exp.PartitionedOfProperty).set("this", _table(table.name + SNAPSHOT_SUFFIX, schema))
+    return create.sql(PG)
+
+
+def staging_table(table: Table, schema: str) -> str:
+    create = sqlglot.parse_one("CREATE UNLOGGED TABLE t (x INT)", read=PG)
+    create.this.set("this", _table(table.name, schema))
+    create.this.set("expressions", _bare_columns(table))
+    return create.sql(PG)
+
+
+def profile_view(schema: Schema, pg_schema: str) -> str:
+    source = schema.table(PROFILE_SOURCE)
+    missing = [c for c in PROFILE_COLUMNS if c != AS_OF and c not in source.column_names]
+    if missing:
+        raise ValueError(f"{PROFILE_VIEW} needs {PROFILE_SOURCE} columns {missing}, which sql/schema.sql lacks")
+    select = exp.select(*[exp.column(c, quoted=True) for c in PROFILE_COLUMNS]).from_(
+        _table(PROFILE_SOURCE + SNAPSHOT_SUFFIX, pg_schema)
+    )
+    view = exp.Create(this=_table(PROFILE_VIEW, pg_schema), kind="VIEW", replace=True, expression=select)
+    return view.sql(PG)
+
+
+def all_tables(schema: Schema, pg_schema: str) -> list[str]:
+    """Every statement that makes the consumers' tables exist, in dependency order."""
+    return [
+        *(live_table(t, pg_schema) for t in schema.tables),
+        *(snapshot_table(t, pg_schema) for t in schema.tables),
+        profile_view(schema, pg_schema),
+    ]

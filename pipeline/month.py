@@ -1,0 +1,279 @@
+"""One month, as plain functions: plan, stage each table, merge each table, then gate and publish.
+
+The Luigi tasks (:mod:`pipeline.tasks`) call these one step at a time; :func:`run_month` calls them in
+order for tests, benchmarks and scripts. Work in progress lives in ``<lake>/_work/as_of=…/`` under
+names that encode their inputs (the source file's fingerprint, the previous month, the merge mode),
+so a stale intermediate is never mistaken for a fresh one, and a rerun picks up where a crash left.
+
+Publication order, chosen so a crash anywhere leaves a state a rerun completes:
+staging loaded → checks pass → ONE PostgreSQL transaction (live, snapshots, pipeline_runs) →
+lake partitions renamed into place → staging dropped → manifest written (the month is now published)
+→ work folder removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from pipeline import duck, lakefs, manifest, pgsql, quality
+from pipeline.config import Settings
+from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError
+from pipeline.merge import MergeResult, merge_table
+from pipeline.schema import Schema, load_schema
+from pipeline.stage import StageResult, drop_file, fingerprint, stage_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonthPlan:
+    """Where one month's inputs come from and where its intermediate files go."""
+
+    lake: lakefs.Lake
+    as_of: date
+    source: Path
+    previous: date | None
+    full_dump: bool = False
+
+    def source_file(self, table: str) -> Path:
+        return self.source / f"{table}.csv"
+
+    def stage_dir(self, table: str) -> Path:
+        return self.lake.work(self.as_of) / "stage" / table / fingerprint(self.source_file(table))
+
+    def merge_dir(self, table: str) -> Path:
+        mode = "full-dump" if self.full_dump else "upsert"
+        after = self.previous.isoformat() if self.previous else "first"
+        key = f"{fingerprint(self.source_file(table))}-{after}-{mode}"
+        return self.lake.work(self.as_of) / "merge" / table / key
+
+
+def published_months(lake: lakefs.Lake) -> dict[date, dict]:
+    """as_of -> manifest of every month the lake has published."""
+    months = {}
+    for path in lake.manifests():
+        record = manifest.read(path)
+        if record.get("status") == manifest.PUBLISHED:
+            months[date.fromisoformat(record["as_of"])] = record
+    return months
+
+
+def previous_as_of(settings: Settings, as_of: date) -> date | None:
+    """The month this one builds on: the latest earlier as_of configured in luigi.cfg or published in the lake."""
+    known = set(settings.months) | set(published_months(lakefs.Lake(settings.lake_root)))
+    earlier = [d for d in known if d < as_of]
+    return max(earlier) if earlier else None
+
+
+def resolve_source(settings: Settings, as_of: date, source: str | Path | None) -> Path:
+    if source:
+        return Path(source)
+    if as_of in settings.months:
+        return settings.months[as_of]
+    configured = ", ".join(d.isoformat() for d in settings.months) or "none"
+    raise ConfigError(
+        f"no drop folder for as_of {as_of}: pass --source DIR, or add '{as_of} = DIR' to the [months] "
+        f"section of luigi.cfg (configured: {configured})"
+    )
+
+
+def plan_month(settings: Settings, as_of: date, source: str | Path | None = None, full_dump: bool = False) -> MonthPlan:
+    return MonthPlan(
+        lake=lakefs.Lake(settings.lake_root),
+        as_of=as_of,
+        source=resolve_source(settings, as_of, source),
+        previous=previous_as_of(settings, as_of),
+        full_dump=full_dump,
+    )
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Schema | None = None) -> StageResult:
+    table = (schema or load_schema()).table(table_name)
+    out = plan.stage_dir(table_name)
+    with duck.connect(settings) as con:
+        result = stage_table(
+            con, table, plan.source, plan.as_of, out / "data.parquet", plan.lake.rejects(table_name, plan.as_of),
+            settings.max_reject_ratio,
+        )
+    lakefs.write_text_atomic(out / "result.json", result.to_json())
+    _log_stage("stage", table_name, result.rows, result.seconds)
+    return result
+
+
+def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Schema | None = None) -> MergeResult:
+    table = (schema or load_schema()).table(table_name)
+    previous = None
+    if plan.previous is not None:
+        previous = plan.lake.snapshot_file(table_name, plan.previous)
+        if not previous.exists():
+            raise LakeStateError(
+                f"{table_name}: the previous month {plan.previous} is not in the lake ({previous} is missing); "
+                f"run that month first (luigi --module pipeline Month --as-of {plan.previous})"
+            )
+    out = plan.merge_dir(table_name)
+    with duck.connect(settings) as con:
+        result = merge_table(
+            con, table, plan.stage_dir(table_name) / "data.parquet", previous, out / "data.parquet",
+            out / "changes.parquet", full_dump=plan.full_dump,
+        )
+    lakefs.write_text_atomic(out / "result.json", result.to_json())
+    _log_stage("merge", table_name, result.rows, result.seconds,
+                " ".join(f"{k}={v}" for k, v in result.counts.items() if v))
+    return result
+
+
+def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "") -> None:
+    rate = rows / seconds if seconds else 0.0
+    log.info("%-7s %-18s %9d rows  %6.2fs  %10.0f rows/s  %s", stage, table, rows, seconds, rate, extra)
+
+
+@dataclass
+class PublishOptions:
+    confirm_deletions: bool = False
+    replace_reason: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions | None = None) -> dict:
+    """Gate and publish a staged and merged month. Returns its manifest."""
+    options = options or PublishOptions()
+    schema = load_schema()
+    started_at = datetime.now(UTC)
+    run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    stages = {t.name: StageResult.from_json((plan.stage_dir(t.name) / "result.json").read_text()) for t in schema.tables}
+    merges = {t.name: MergeResult.from_json((plan.merge_dir(t.name) / "result.json").read_text()) for t in schema.tables}
+    _check_deletions(settings, plan, schema, merges, options)
+    previous_manifest = published_months(plan.lake).get(plan.previous) if plan.previous else None
+    timings: dict[str, float] = {
+        "stage": round(sum(s.seconds for s in stages.values()), 3),
+        "merge": round(sum(m.seconds for m in merges.values()), 3),
+    }
+    dsn = pgsql.resolve_dsn(settings.postgres, settings.lake_root)
+    pg_schema = settings.postgres.schema
+    with pgsql.connect(dsn) as conn, duck.connect(settings) as con:
+        pgsql.ensure_tables(conn, schema, pg_schema)
+        conn.commit()
+        # One run per month at a time: a second run of the same month waits here, then finds it published.
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"streamflow-lake month {pg_schema} {plan.as_of}"])
+        try:
+            t0 = time.perf_counter()
+            staged = pgsql.load_staging(
+                conn, con, schema, pg_schema, plan.as_of,
+                {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names},
+                {t: plan.merge_dir(t) / "changes.parquet" for t in schema.table_names},
+                _volume_rows(schema, stages, merges, previous_manifest),
+                plan.lake.work(plan.as_of) / "copy",
+            )
+            timings["load_staging"] = round(time.perf_counter() - t0, 3)
+            root = schema.root.name
+            report = quality.run_checks(
+                dsn, schema, staged.schema_name, plan.as_of,
+                {
+                    "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
+                    "VOLUME_RATIO": repr(settings.volume_change_ratio),
+                },
+            )
+            timings["checks"] = report.seconds
+            record = manifest.build(
+                plan=plan, run_id=run_id, stages=stages, merges=merges, checks=report.summary(),
+                timings=timings, started_at=started_at, postgres=pgsql.describe(dsn), pg_schema=pg_schema,
+                server_version=pgsql.server_version(conn), previous=previous_manifest, extra=options.extra,
+            )
+            if report.failed:
+                pgsql.drop_staging(conn, pg_schema, plan.as_of)
+                record["status"] = manifest.FAILED
+                manifest.write_attempt(plan.lake, record)
+                quality.raise_if_failed(report, plan.as_of)
+            t0 = time.perf_counter()
+            sync = pgsql.publish(conn, schema, pg_schema, plan.as_of, plan.previous,
+                                 manifest.run_row(record, finished_at=datetime.now(UTC)))
+            timings["sync"] = round(time.perf_counter() - t0, 3)
+            timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
+            _publish_lake(plan, schema)
+            pgsql.drop_staging(conn, pg_schema, plan.as_of)
+        finally:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"streamflow-lake month {pg_schema} {plan.as_of}"])
+            conn.commit()
+    record["timings"] = timings
+    record["live_updated"] = sync.live_updated
+    record["status"] = manifest.PUBLISHED
+    record["published_at"] = datetime.now(UTC).isoformat()
+    manifest.write(plan.lake, record)
+    shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
+    log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
+    return record
+
+
+def _check_deletions(
+    settings: Settings, plan: MonthPlan, schema: Schema, merges: dict[str, MergeResult], options: PublishOptions
+) -> None:
+    users = merges[schema.root.name]
+    if not plan.full_dump or not users.previous_rows or options.confirm_deletions:
+        return
+    share = users.deleted / users.previous_rows
+    if share > settings.max_delete_ratio:
+        raise DeletionLimitError(
+            f"month {plan.as_of} (--full-dump) would delete {users.deleted} of {users.previous_rows} users "
+            f"({100 * share:.1f}%), more than the allowed {100 * settings.max_delete_ratio:g}%. If the drop is "
+            f"right, run again with --confirm-deletions (or raise [pipeline] max_delete_ratio); nothing was published."
+        )
+
+
+def _volume_rows(
+    schema: Schema, stages: dict[str, StageResult], merges: dict[str, MergeResult], previous: dict | None
+) -> list[dict]:
+    rows = []
+    for table in schema.table_names:
+        prev_files = (previous or {}).get("files", {})
+        rows.append({
+            "table_name": table,
+            "drop_rows": stages[table].source.rows,
+            "previous_drop_rows": prev_files.get(table, {}).get("rows", 0),
+            "snapshot_rows": merges[table].rows,
+            "previous_snapshot_rows": merges[table].previous_rows,
+            "deleted_rows": merges[table].deleted,
+        })
+    return rows
+
+
+def _publish_lake(plan: MonthPlan, schema: Schema) -> None:
+    """Rename the month's typed drop and snapshot of every table into place (one rename each)."""
+    for table in schema.table_names:
+        for src, dest in (
+            (plan.stage_dir(table) / "data.parquet", plan.lake.raw(table, plan.as_of)),
+            (plan.merge_dir(table) / "data.parquet", plan.lake.snapshot(table, plan.as_of)),
+        ):
+            if not src.exists():  # renamed by an earlier attempt that crashed before its manifest
+                continue
+            with lakefs.atomic_dir(dest) as tmp:
+                src.rename(tmp / "data.parquet")
+
+
+def run_month(
+    settings: Settings,
+    as_of: date,
+    source: str | Path | None = None,
+    *,
+    full_dump: bool = False,
+    options: PublishOptions | None = None,
+) -> dict:
+    """Stage, merge and publish one month in this process (the previous month must be published)."""
+    plan = plan_month(settings, as_of, source, full_dump)
+    schema = load_schema()
+    for table in schema.table_names:
+        drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
+    for table in schema.table_names:
+        stage_one(settings, plan, table, schema)
+    for table in schema.table_names:
+        merge_one(settings, plan, table, schema)
+    return publish_month(settings, plan, options)
