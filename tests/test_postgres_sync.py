@@ -1,0 +1,244 @@
+"""The quality gate and the PostgreSQL sync (issue #3), against a real server and real Soda scans."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+from psycopg import sql
+
+from pipeline.config import PostgresSettings, Settings
+from pipeline.errors import PostgresUnavailableError, QualityGateError
+from pipeline.lakefs import Lake
+from pipeline.month import run_month
+from pipeline.schema import load_schema
+from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin
+from tests.drops import edit_rows, seed_copy, set_value
+
+SCHEMA = load_schema()
+
+
+def table_rows(pg: psycopg.Connection, pg_schema: str, table: str, where: str = "") -> list[tuple]:
+    names = SCHEMA.table(table).column_names
+    query = sql.SQL("SELECT {} FROM {} {} ORDER BY 1").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(pg_schema, table), sql.SQL(where))
+    return [tuple(r) for r in pg.execute(query).fetchall()]
+
+
+def lake_rows(lake_root: Path, table: str, as_of: date) -> list[tuple]:
+    names = ", ".join(f'"{c}"' for c in SCHEMA.table(table).column_names)
+    return [tuple(r) for r in duckdb.execute(
+        f"SELECT {names} FROM read_parquet('{Lake(lake_root).snapshot_file(table, as_of)}') ORDER BY 1").fetchall()]
+
+
+def fingerprint(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
+    """xmin and content of every live and snapshot row: any write shows."""
+    result = {}
+    for table in SCHEMA.table_names:
+        for name in (table, f"{table}_snapshots"):
+            result[name] = pg.execute(sql.SQL("SELECT count(*), sum(xmin::text::bigint), md5(string_agg(t::text, '|' "
+                                              "ORDER BY t::text)) FROM {} t").format(
+                sql.Identifier(pg_schema, name))).fetchone()
+    result["pipeline_runs"] = pg.execute(sql.SQL("SELECT count(*), sum(xmin::text::bigint) FROM {}").format(
+        sql.Identifier(pg_schema, "pipeline_runs"))).fetchone()
+    return result
+
+
+@pytest.fixture
+def published(run_luigi, pg, pg_schema: str, lake_root: Path) -> Path:
+    result = run_luigi("Month", "--as-of", FEB.isoformat(), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    return lake_root
+
+
+def test_live_tables_equal_the_latest_snapshot_row_for_row(published: Path, pg, pg_schema: str):
+    for table in SCHEMA.table_names:
+        assert table_rows(pg, pg_schema, table) == lake_rows(published, table, FEB), table
+
+
+def test_snapshot_tables_hold_both_months_with_january_values(published: Path, pg, pg_schema: str):
+    for table in SCHEMA.table_names:
+        for as_of in (JAN, FEB):
+            rows = [
+                tuple(r[:-1]) for r in pg.execute(sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
+                    sql.Identifier(pg_schema, f"{table}_snapshots")), [as_of]).fetchall()]
+            assert rows == lake_rows(published, table, as_of), (table, as_of)
+    profile = pg.execute(sql.SQL("SELECT count(*), count(DISTINCT as_of) FROM {}").format(
+        sql.Identifier(pg_schema, "subscriptions_profile_snapshots"))).fetchone()
+    assert profile[1] == 2 and profile[0] > 0
+
+
+def test_pipeline_runs_records_both_months_with_counts(published: Path, pg, pg_schema: str):
+    runs = pg.execute(sql.SQL("SELECT as_of, status, row_counts, changes FROM {} ORDER BY as_of").format(
+        sql.Identifier(pg_schema, "pipeline_runs"))).fetchall()
+    assert [(r[0], r[1]) for r in runs] == [(JAN, "published"), (FEB, "published")]
+    feb_users = len(lake_rows(published, "users", FEB))
+    assert runs[1][2]["users"] == feb_users
+    assert runs[0][3]["users"]["inserted"] == len(lake_rows(published, "users", JAN))
+    assert runs[1][3]["users"]["inserted"] == feb_users - runs[0][2]["users"]
+
+
+def test_rerun_of_a_published_month_writes_no_row(published: Path, run_luigi, pg, pg_schema: str):
+    before = fingerprint(pg, pg_schema)
+    assert run_luigi("Month", "--as-of", FEB.isoformat()).returncode == 0
+    assert fingerprint(pg, pg_schema) == before
+
+
+def test_republishing_the_same_month_in_process_leaves_rows_untouched(settings: Settings, pg, pg_schema: str):
+    run_month(settings, JAN)
+    before = fingerprint(pg, pg_schema)
+    # a crash after the PostgreSQL commit but before the manifest: the month runs again in full
+    Lake(settings.lake_root).manifest(JAN).unlink()
+    run_month(settings, JAN)
+    after = fingerprint(pg, pg_schema)
+    assert {k: v for k, v in after.items() if k != "pipeline_runs"} == \
+        {k: v for k, v in before.items() if k != "pipeline_runs"}
+
+
+def test_numeric_with_many_decimals_is_identical_in_postgres(settings: Settings, tmp_path: Path, pg, pg_schema):
+    drop = seed_copy(tmp_path / "jan")
+    user = set_value(drop, "usage_agg_30d", 0, "watch_hours_30d", "7.1234567891")
+    set_value(drop, "subscriptions", 0, "total_paid", "1234567890123.5")
+    run_month(settings, JAN, drop)
+    value = pg.execute(sql.SQL("SELECT watch_hours_30d::text FROM {} WHERE user_id = %s").format(
+        sql.Identifier(pg_schema, "usage_agg_30d")), [user]).fetchone()[0]
+    assert value == "7.1234567891"
+    paid = pg.execute(sql.SQL("SELECT total_paid FROM {} WHERE user_id = %s").format(
+        sql.Identifier(pg_schema, "subscriptions")), [user]).fetchone()[0]
+    assert paid == Decimal("1234567890123.5")
+
+
+def _negative_watch_hours(drop: Path) -> None:
+    set_value(drop, "usage_agg_30d", 4, "watch_hours_30d", "-3.5")
+
+
+def _bad_contract(drop: Path) -> None:
+    set_value(drop, "subscriptions", 2, "contract_type", "Forever")
+
+
+def _bad_gender(drop: Path) -> None:
+    set_value(drop, "users", 2, "user_gender", "Unknown")
+
+
+def _future_signup(drop: Path) -> None:
+    set_value(drop, "users", 1, "signup_date", "2024-06-01")
+
+
+def _orphan_label(drop: Path) -> None:
+    edit_rows(drop / "labels.csv", lambda rows: [*rows, {**rows[0], "user_id": "0000-ORPHN"}])
+
+
+def _shrunk_drop(drop: Path) -> None:
+    for table in SCHEMA.table_names:
+        edit_rows(drop / f"{table}.csv", lambda rows: rows[: len(rows) // 3])
+
+
+FAILING_RULES = {
+    # crafted drop: (the check's name, table, column or None)
+    "negative watch hours": (_negative_watch_hours, "watch_hours_30d is not negative", "usage_agg_30d",
+                             "watch_hours_30d"),
+    "contract type": (_bad_contract, "contract_type is Month-to-month, One year or Two year", "subscriptions",
+                      "contract_type"),
+    "gender": (_bad_gender, "user_gender is Male or Female", "users", "user_gender"),
+    "future signup": (_future_signup, "signup_date is not after the as_of date", "users", None),
+    "orphan label": (_orphan_label, "every labels user_id exists in users", "labels", "user_id"),
+    "volume": (_shrunk_drop, "differs from the previous drop's by more than the allowed ratio", "drop_volume", None),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(FAILING_RULES))
+def test_failing_rule_stops_the_month_and_changes_nothing(rule, settings, tmp_path, pg, pg_schema, lake_root):
+    breaker, check, table, column = FAILING_RULES[rule]
+    run_month(settings, JAN)
+    before_pg, before_lake = fingerprint(pg, pg_schema), sorted(p.name for p in lake_root.glob("snapshots/*/*"))
+    drop = seed_copy(tmp_path / "feb", "month_001")
+    breaker(drop)
+    with pytest.raises(QualityGateError) as failure:
+        run_month(settings, FEB, drop)
+    message = str(failure.value)
+    assert check in message and f"table {table}" in message
+    if column:
+        assert f"column {column}" in message
+    assert "1 row broke it" in message or "rows broke it" in message
+    assert fingerprint(pg, pg_schema) == before_pg
+    assert sorted(p.name for p in lake_root.glob("snapshots/*/*")) == before_lake
+    assert not Lake(lake_root).manifest(FEB).exists()
+    staging = pg.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s",
+                         [f"{pg_schema}__staging%"]).fetchone()[0]
+    assert staging == 0
+
+
+def test_negative_watch_hours_through_luigi_exits_non_zero_naming_the_check(run_luigi, tmp_path, pg, pg_schema):
+    drop = seed_copy(tmp_path / "jan")
+    _negative_watch_hours(drop)
+    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", str(drop))
+    assert result.returncode != 0
+    assert "watch_hours_30d is not negative (table usage_agg_30d, column watch_hours_30d): 1 row broke it" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+    exists = pg.execute("SELECT to_regclass(%s)", [f'"{pg_schema}"."usage_agg_30d"']).fetchone()[0]
+    assert exists is None or pg.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(pg_schema, "usage_agg_30d"))).fetchone()[0] == 0
+
+
+def test_backfilled_older_month_never_overwrites_live(settings: Settings, pg, pg_schema: str):
+    unconfigured = settings.with_(months={})
+    run_month(unconfigured, FEB, SEED_MONTHS[FEB])
+    live_before = {t: table_rows(pg, pg_schema, t) for t in SCHEMA.table_names}
+    run_month(unconfigured, JAN, SEED_MONTHS[JAN])  # January arrives late
+    assert {t: table_rows(pg, pg_schema, t) for t in SCHEMA.table_names} == live_before
+    runs = pg.execute(sql.SQL("SELECT as_of FROM {} ORDER BY as_of").format(
+        sql.Identifier(pg_schema, "pipeline_runs"))).fetchall()
+    assert [r[0] for r in runs] == [JAN, FEB]
+    for as_of in (JAN, FEB):
+        rows = pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(
+            sql.Identifier(pg_schema, "users_snapshots")), [as_of]).fetchone()[0]
+        assert rows == len(lake_rows(settings.lake_root, "users", as_of))
+
+
+def test_unreachable_postgres_gives_one_clear_line_then_a_rerun_completes(settings: Settings, pg, pg_schema):
+    down = settings.with_(postgres=PostgresSettings(
+        dsn="postgresql://streamflow:s3cret-pw@127.0.0.1:1/streamflow", schema=pg_schema))
+    with pytest.raises(PostgresUnavailableError) as failure:
+        run_month(down, JAN)
+    message = str(failure.value)
+    assert "127.0.0.1:1/streamflow" in message and "s3cret-pw" not in message
+    assert "\n" not in message
+    assert not Lake(settings.lake_root).manifest(JAN).exists()
+    run_month(settings, JAN)  # the server is back: the same month completes
+    assert Lake(settings.lake_root).manifest(JAN).exists()
+    assert table_rows(pg, pg_schema, "users") == lake_rows(settings.lake_root, "users", JAN)
+
+
+def test_unreachable_postgres_through_luigi_prints_no_traceback(run_luigi):
+    result = run_luigi("Month", "--as-of", JAN.isoformat(),
+                       env={"POSTGRES_DSN": "postgresql://streamflow:s3cret-pw@127.0.0.1:1/streamflow"})
+    assert result.returncode != 0
+    assert "PostgreSQL at 127.0.0.1:1/streamflow is not available" in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_embedded_postgres_when_none_is_configured(lake_root: Path, pipeline_env: dict[str, str]):
+    env = {k: v for k, v in pipeline_env.items() if not k.startswith("POSTGRES_")}
+    command = [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()]
+    try:
+        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert "using the embedded server at postgresql://" in result.stderr
+        from pipeline.embedded import embedded_dsn
+
+        with psycopg.connect(embedded_dsn(lake_root)) as conn:
+            users = conn.execute("SELECT count(*) FROM public.users").fetchone()[0]
+        assert users == len(lake_rows(lake_root, "users", JAN))
+    finally:
+        from pipeline.embedded import stop_embedded
+
+        stop_embedded(lake_root)
+    assert os.path.isdir(lake_root / "_postgres")
