@@ -4,5 +4,6 @@
 """
 
 from pipeline.tasks import MergeTable, Month, StageTable
+from pipeline.training import TrainingSet
 
-__all__ = ["MergeTable", "Month", "StageTable"]
+__all__ = ["MergeTable", "Month", "StageTable", "TrainingSet"]

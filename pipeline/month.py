@@ -23,10 +23,10 @@ from pathlib import Path
 
 from pipeline import duck, lakefs, manifest, pgsql, quality
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError
+from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PublishedMonthError
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
-from pipeline.stage import StageResult, drop_file, fingerprint, stage_table
+from pipeline.stage import SourceFile, StageResult, drop_file, fingerprint, sha256_of, stage_table
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,21 @@ class MonthPlan:
     source: Path
     previous: date | None
     full_dump: bool = False
+    from_raw: bool = False  # recomputing a published month from its typed drop in the lake (a correction)
 
     def source_file(self, table: str) -> Path:
         return self.source / f"{table}.csv"
 
+    def source_key(self, table: str) -> str:
+        return "from-raw" if self.from_raw else fingerprint(self.source_file(table))
+
     def stage_dir(self, table: str) -> Path:
-        return self.lake.work(self.as_of) / "stage" / table / fingerprint(self.source_file(table))
+        return self.lake.work(self.as_of) / "stage" / table / self.source_key(table)
 
     def merge_dir(self, table: str) -> Path:
         mode = "full-dump" if self.full_dump else "upsert"
         after = self.previous.isoformat() if self.previous else "first"
-        key = f"{fingerprint(self.source_file(table))}-{after}-{mode}"
+        key = f"{self.source_key(table)}-{after}-{mode}"
         return self.lake.work(self.as_of) / "merge" / table / key
 
 
@@ -131,6 +135,29 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     return result
 
 
+def changed_sources(plan: MonthPlan, published: dict, schema: Schema | None = None) -> dict[str, tuple[str, str]]:
+    """table -> (published sha256, sha256 now) of every drop file that differs from what was published.
+    Sizes are compared first; a file is hashed only when its size alone cannot tell."""
+    changed = {}
+    for table in (schema or load_schema()).table_names:
+        before = published["files"][table]
+        path = plan.source_file(table)
+        if not path.is_file():
+            changed[table] = (before["sha256"], "missing")
+        elif path.stat().st_size != before["size"] or (now := sha256_of(path)) != before["sha256"]:
+            changed[table] = (before["sha256"], "size differs" if path.stat().st_size != before["size"] else now)
+    return changed
+
+
+def refuse_changed_published_month(plan: MonthPlan, changed: dict[str, tuple[str, str]]) -> None:
+    files = "; ".join(f"{t}.csv published {old[:12]}, now {new[:12]}" for t, (old, new) in changed.items())
+    raise PublishedMonthError(
+        f"month {plan.as_of} is published and immutable, but the drop in {plan.source} differs from what was "
+        f"published ({files}). If this drop is the correction, replace the month (it and every later month are "
+        f"recomputed): luigi --module pipeline Month --as-of {plan.as_of} --source {plan.source} --replace"
+    )
+
+
 def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "") -> None:
     rate = rows / seconds if seconds else 0.0
     log.info("%-7s %-18s %9d rows  %6.2fs  %10.0f rows/s  %s", stage, table, rows, seconds, rate, extra)
@@ -188,6 +215,12 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
                 timings=timings, started_at=started_at, postgres=pgsql.describe(dsn), pg_schema=pg_schema,
                 server_version=pgsql.server_version(conn), previous=previous_manifest, extra=options.extra,
             )
+            replaced = published_months(plan.lake).get(plan.as_of)
+            if replaced is not None:
+                record["replaced"] = [*replaced.get("replaced", []), {
+                    "run_id": replaced["run_id"], "published_at": replaced.get("published_at"),
+                    "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
+                }]
             if report.failed:
                 pgsql.drop_staging(conn, pg_schema, plan.as_of)
                 record["status"] = manifest.FAILED
@@ -265,15 +298,53 @@ def run_month(
     source: str | Path | None = None,
     *,
     full_dump: bool = False,
+    replace: bool = False,
     options: PublishOptions | None = None,
 ) -> dict:
-    """Stage, merge and publish one month in this process (the previous month must be published)."""
+    """Stage, merge and publish one month in this process (the previous month must be published).
+    A published month with the same drop is left as it is; a different drop needs ``replace``."""
     plan = plan_month(settings, as_of, source, full_dump)
     schema = load_schema()
+    published = published_months(plan.lake).get(as_of)
+    if published is not None:
+        changed = changed_sources(plan, published, schema)
+        if not changed:
+            log.info("month %s is already published from the same drop: nothing to do", as_of)
+            return published
+        if not replace:
+            refuse_changed_published_month(plan, changed)
     for table in schema.table_names:
         drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
     for table in schema.table_names:
         stage_one(settings, plan, table, schema)
     for table in schema.table_names:
         merge_one(settings, plan, table, schema)
-    return publish_month(settings, plan, options)
+    record = publish_month(settings, plan, options)
+    if published is not None:
+        recompute_later_months(settings, as_of, options)
+    return record
+
+
+def recompute_later_months(settings: Settings, after: date, options: PublishOptions | None = None) -> list[date]:
+    """After a correction of month ``after``: rebuild every later published month on top of it, from the
+    typed drops kept in ``<lake>/raw``, gate and publish each again (PostgreSQL's snapshot rows and run
+    rows are updated, live too when the latest month changes). Returns the months recomputed."""
+    lake = lakefs.Lake(settings.lake_root)
+    schema = load_schema()
+    later = sorted(d for d in published_months(lake) if d > after)
+    for as_of in later:
+        record = published_months(lake)[as_of]
+        plan = MonthPlan(lake=lake, as_of=as_of, source=Path(record["source"]), previous=previous_as_of(settings, as_of),
+                         full_dump=record.get("mode") == "full-dump", from_raw=True)
+        log.info("recomputing %s on top of the corrected %s", as_of, after)
+        for table in schema.table_names:
+            stage_dir = plan.stage_dir(table)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lake.raw(table, as_of) / "data.parquet", stage_dir / "data.parquet")
+            lakefs.write_text_atomic(stage_dir / "result.json", StageResult(
+                table=table, source=SourceFile(**record["files"][table]), rows=record["files"][table]["rows"],
+                rejected=record["rejects"].get(table, 0), missing_columns=record.get("missing_columns", {}).get(table, []),
+            ).to_json())
+            merge_one(settings, plan, table, schema)
+        publish_month(settings, plan, options)
+    return later

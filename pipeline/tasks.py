@@ -91,7 +91,7 @@ class MergeTable(_MonthParams):
         plan = self.plan()
         needs: list[luigi.Task] = [StageTable(as_of=self.as_of, source=self.source, table=self.table)]
         if plan.previous is not None:
-            needs.append(Month(as_of=plan.previous))
+            needs.append(Month(as_of=plan.previous, as_dependency=True))
         return needs
 
     def output(self) -> luigi.LocalTarget:
@@ -102,20 +102,65 @@ class MergeTable(_MonthParams):
 
 
 class Month(_MonthParams):
-    """A whole month: every table staged and merged, checked by Soda, synced into PostgreSQL, published."""
+    """A whole month: every table staged and merged, checked by Soda, synced into PostgreSQL, published.
+
+    A published month is complete. Run again with a drop whose files differ from what was published, it
+    is refused with a message that says how to replace it; with ``--replace`` it is re-ingested and every
+    later month recomputed on top of it. As another month's dependency it is never compared with a folder.
+    """
 
     confirm_deletions = luigi.BoolParameter(description="allow --full-dump to delete more than max_delete_ratio")
+    replace = luigi.BoolParameter(description="re-ingest a published month from a corrected drop")
+    as_dependency = luigi.BoolParameter(significant=False, visibility=luigi.parameter.ParameterVisibility.HIDDEN)
 
     def requires(self) -> list[luigi.Task]:
+        if not self.replace and not self.as_dependency and self._published() is not None:
+            return []  # published: run() only has to explain why it will not touch it
         return [
             MergeTable(as_of=self.as_of, source=self.source, full_dump=self.full_dump, table=t)
             for t in load_schema().table_names
         ]
 
+    def _published(self) -> dict | None:
+        return months.published_months(Lake(self.settings().lake_root)).get(self.as_of)
+
+    def _changed(self, published: dict) -> dict:
+        return months.changed_sources(self.plan(), published)
+
     def complete(self) -> bool:
-        return self.as_of in months.published_months(Lake(self.settings().lake_root))
+        published = self._published()
+        if published is None:
+            return False
+        if self.as_dependency:
+            return True
+        try:
+            return not self._changed(published)
+        except PipelineError:  # no folder to compare with (not configured, no --source): nothing to re-check
+            return True
 
     def run(self) -> None:
-        months.publish_month(
-            self.settings(), self.plan(), months.PublishOptions(confirm_deletions=self.confirm_deletions)
-        )
+        settings, plan = self.settings(), self.plan()
+        options = months.PublishOptions(confirm_deletions=self.confirm_deletions)
+        published = self._published()
+        if published is not None:
+            changed = self._changed(published)
+            if not self.replace:
+                months.refuse_changed_published_month(plan, changed)
+            log.info("replacing published month %s (%s changed)", self.as_of, ", ".join(changed))
+        months.publish_month(settings, plan, options)
+        if published is not None:
+            months.recompute_later_months(settings, self.as_of, options)
+
+
+class Backfill(luigi.WrapperTask):
+    """Every month configured in luigi.cfg [months] between --start and --end (inclusive), in order:
+    each Month requires the one before it, and published months are skipped."""
+
+    start = luigi.DateParameter()
+    end = luigi.DateParameter()
+
+    def requires(self) -> list[luigi.Task]:
+        configured = sorted(d for d in load_settings().months if self.start <= d <= self.end)
+        if not configured:
+            raise PipelineError(f"no month configured in luigi.cfg [months] between {self.start} and {self.end}")
+        return [Month(as_of=d) for d in configured]
