@@ -34,14 +34,23 @@ BOOLEAN_TRUE = ("true", "t", "1", "yes")
 BOOLEAN_FALSE = ("false", "f", "0", "no")
 HOW_TO_FIX_FILE = "fix the export (or the file) and run the month again"
 MAX_LISTED_REJECTS = 5
+MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size, and the csv module's field limit in the slow path
+# Every TEXT column of the contract is an id or a short category (the longest legitimate value is
+# "Month-to-month"); a longer value is a broken export, typically a stray quote that swallowed lines.
+# The limit also keeps keys indexable: PostgreSQL cannot index a key over ~2,700 bytes and would fail
+# inside the publish transaction; 500 characters is at most 2,000 bytes of UTF-8.
+MAX_TEXT_CHARS = 500
+MAX_RAW_CHARS = 1 << 16  # the raw text a reject keeps; a record swallowed by a stray quote can be huge
+NUL_REASON = "contains a NUL byte (\\x00), which PostgreSQL cannot store; remove it from the export"
 # DuckDB's reject error types, said the way a person fixing the export needs to hear them.
 STRUCTURAL_REASONS = {
     "MISSING COLUMNS": "too few fields: the row has fewer values than the header has columns",
     "TOO MANY COLUMNS": "too many fields: the row has more values than the header has columns "
     "(an unquoted comma or a different delimiter?)",
-    "UNQUOTED VALUE": "a quote inside an unquoted value; quote the field and double inner quotes",
+    "UNQUOTED VALUE": "a stray quote: a quote inside an unquoted value, or a quoted field that is never "
+    "closed (it swallows the lines after it); quote the field and double inner quotes",
     "INVALID ENCODING": "bytes that are not UTF-8 (Latin-1?); re-export the file as UTF-8",
-    "LINE SIZE OVER MAXIMUM": "the row is longer than 4 MB",
+    "LINE SIZE OVER MAXIMUM": f"the row is longer than {MAX_LINE_BYTES >> 20} MB",
     "INVALID STATE": "the row cannot be split into fields (an unterminated quote?)",
 }
 
@@ -132,14 +141,17 @@ def read_header(path: Path, table: Table) -> list[str]:
     """The header's column names, checked against the schema: every required column present, no
     unknown and no duplicated name. Returns the names in file order."""
     with path.open("rb") as f:
-        first = f.readline(4 << 20)
+        first = f.readline(MAX_LINE_BYTES)
+    # A header never holds a quoted line break, so it ends at the first CR or LF (files with old
+    # Mac line endings, CR only, are one "line" to readline()).
+    first = first.split(b"\n", 1)[0].split(b"\r", 1)[0]
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DropError(
             f"{path}: line 1: header is not UTF-8 (byte {e.start + 1}); re-export the file as UTF-8"
         ) from None
-    names = [n.strip() for n in next(csv.reader([text.rstrip("\r\n")]), [])]
+    names = [n.strip() for n in next(csv.reader([text]), [])]
     expected = table.column_names
     if len(names) == 1 and len(expected) > 1:
         for delimiter in (";", "\t", "|"):
@@ -151,7 +163,7 @@ def read_header(path: Path, table: Table) -> list[str]:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise DropError(f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}")
-    unknown = [n for n in names if n not in expected]
+    unknown = [n if n else "'' (an empty name: a trailing comma?)" for n in names if n not in expected]
     missing = [n for n in table.required_columns if n not in names]
     problems = []
     if missing:
@@ -192,12 +204,16 @@ def typed_expr(col: Column) -> str:
 
 
 def bad_expr(col: Column) -> str:
-    """True when the column's text is not a valid value of its type (NULL and blank are valid: missing)."""
+    """True when the column's text is not a valid value of its type (NULL and blank are valid: missing).
+
+    A NUL byte makes every type's value bad: PostgreSQL cannot store one in TEXT, and no number,
+    date or boolean contains one (the typed rules below fail on it without saying so)."""
     v = quote(col.name)
+    too_long = f"length({v}) > {MAX_TEXT_CHARS}"
     if col.primary_key:
-        return f"({v} IS NULL OR trim({v}) = '' OR contains({v}, chr(0)))"
+        return f"({v} IS NULL OR trim({v}) = '' OR contains({v}, chr(0)) OR {too_long})"
     if col.pg_type == "TEXT":
-        return f"coalesce(contains({v}, chr(0)), false)"
+        return f"coalesce(contains({v}, chr(0)) OR {too_long}, false)"
     t = _trimmed(col.name)
     if col.pg_type == "BOOLEAN":
         accepted = ", ".join(map(literal, BOOLEAN_TRUE + BOOLEAN_FALSE))
@@ -205,7 +221,9 @@ def bad_expr(col: Column) -> str:
     if col.pg_type in ("INT", "BIGINT"):
         cond = f"NOT regexp_full_match({t}, '[+-]?[0-9]+') OR TRY_CAST({t} AS {col.duckdb_type}) IS NULL"
     elif col.pg_type == "DATE":
-        cond = f"NOT regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') OR TRY_CAST({t} AS DATE) IS NULL"
+        # There is no year 0: DuckDB would read 0000 as 1 BC and publish a date the export never said.
+        cond = (f"NOT regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') OR TRY_CAST({t} AS DATE) IS NULL "
+                f"OR starts_with({t}, '0000')")
     elif col.pg_type == "NUMERIC":
         cond = f"NOT regexp_full_match({t}, {literal(_numeric_pattern(col))})"
     else:  # pragma: no cover - schema.py only lets the types above through
@@ -215,17 +233,27 @@ def bad_expr(col: Column) -> str:
 
 def reason_expr(col: Column) -> str:
     """Why a bad value is bad, in words (only evaluated for bad rows)."""
+    v = quote(col.name)
+    shown = f"'\"' || left({v}, 40) || CASE WHEN length({v}) > 40 THEN '…' ELSE '' END || '\"'"
+    long = (f"{shown} || ' is ' || length({v}) || ' characters long; a {col.name} has at most {MAX_TEXT_CHARS} "
+            f"(a stray quote that swallowed the lines after it?)'")
+    nul = f"WHEN contains({v}, chr(0)) THEN {literal(NUL_REASON)}"
+    if col.primary_key:
+        return f"CASE WHEN {v} IS NULL OR trim({v}) = '' THEN 'empty {col.name}' {nul} ELSE {long} END"
+    if col.pg_type == "TEXT":
+        return f"CASE {nul} ELSE {long} END"
+    return f"CASE {nul} ELSE {_typed_reason_expr(col)} END"
+
+
+def _typed_reason_expr(col: Column) -> str:
     v, t = quote(col.name), _trimmed(col.name)
     shown = f"'\"' || left({v}, 40) || CASE WHEN length({v}) > 40 THEN '…' ELSE '' END || '\"'"
-    if col.primary_key:
-        return f"CASE WHEN contains({v}, chr(0)) THEN 'contains a NUL byte' ELSE 'empty {col.name}' END"
-    if col.pg_type == "TEXT":
-        return "'contains a NUL byte; remove it from the export'"
     if col.pg_type == "BOOLEAN":
         return f"{shown} || ' is not a boolean; accepted: True/False, true/false, t/f, 1/0, Yes/No'"
     if col.pg_type == "DATE":
         return (
-            f"CASE WHEN regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+            f"CASE WHEN starts_with({t}, '0000') THEN {shown} || ' is not a calendar date (there is no year 0)' "
+            f"WHEN regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
             f"THEN {shown} || ' is not a calendar date' "
             f"ELSE {shown} || ' is not an ISO date (YYYY-MM-DD)' END"
         )
@@ -341,17 +369,24 @@ def _explain_rejects(
     con: duckdb.DuckDBPyConnection, table: Table, path: Path, raw: str, rej_errors: str, header: list[str]
 ) -> list[Reject]:
     """The slow path, run only when something is wrong: line numbers, columns, reasons, raw text."""
-    # DuckDB numbers records (header = 1), not physical lines; the csv module knows which record
-    # starts on which line, and since DuckDB keeps file order, which accepted row is which record.
+    # DuckDB numbers records in its reject table (header = 1, a blank line counts, a quoted field
+    # spanning lines does not) and gives no position at all for rows it parsed. The csv module splits
+    # records the same way and knows the physical line each one starts on; DuckDB keeps file order,
+    # so the n-th parsed row is the n-th record that is neither blank nor a structural reject.
     spans = list(_record_spans(path))
     structural: dict[int, Reject] = {}
     for record, column, error_type, message in con.execute(
         f"SELECT line - 2, column_name, error_type::VARCHAR, error_message FROM {rej_errors} ORDER BY line"
     ).fetchall():
-        line, text = spans[record] if record < len(spans) else (0, "")
+        line, text, _ = spans[record] if 0 <= record < len(spans) else (0, "", False)
         reason = STRUCTURAL_REASONS.get(error_type, f"{error_type.lower()}: {message}")
         structural.setdefault(record, Reject(line, column if error_type == "INVALID ENCODING" else None, reason, text))
-    row_lines = [span for record, span in enumerate(spans) if record not in structural]
+    row_lines = [(line, text) for record, (line, text, blank) in enumerate(spans)
+                 if record not in structural and not blank]
+
+    def where(rowid: int) -> tuple[int, str]:
+        return row_lines[rowid] if rowid < len(row_lines) else (0, "")
+
     present = [c for c in table.columns if c.name in header]
     reasons = ", ".join(
         f"CASE WHEN {bad_expr(c)} THEN {reason_expr(c)} END" for c in present
@@ -365,7 +400,7 @@ def _explain_rejects(
     for rowid, reasons_row in con.execute(
         f"SELECT rowid, [{reasons}] FROM {raw_table} WHERE {' OR '.join(bad_expr(c) for c in present)} ORDER BY rowid"
     ).fetchall():
-        line, text = row_lines[rowid] if rowid < len(row_lines) else (0, "")
+        line, text = where(rowid)
         for column, reason in zip([c.name for c in present], reasons_row, strict=True):
             if reason is not None:
                 cell_rejects.append(Reject(line=line, column=column, reason=reason, raw=text))
@@ -376,14 +411,14 @@ def _explain_rejects(
     ).fetchall()
     dup_lines: dict[str, list[int]] = {}
     for rowid, user_id, _ in duplicates:
-        dup_lines.setdefault(user_id, []).append(row_lines[rowid][0] if rowid < len(row_lines) else 0)
+        dup_lines.setdefault(user_id, []).append(where(rowid)[0])
     dup_rejects = [
         Reject(
-            line=row_lines[rowid][0] if rowid < len(row_lines) else 0,
+            line=where(rowid)[0],
             column=table.key,
             reason=f"{table.key} {user_id!r} appears {count} times (lines "
             f"{', '.join(map(str, dup_lines[user_id]))}); a drop holds one row per {table.key}",
-            raw=row_lines[rowid][1] if rowid < len(row_lines) else "",
+            raw=where(rowid)[1],
         )
         for rowid, user_id, count in duplicates
     ]
@@ -391,16 +426,27 @@ def _explain_rejects(
     return sorted([*structural.values(), *cell_rejects, *dup_rejects], key=lambda r: r.line)
 
 
-def _record_spans(path: Path) -> Iterator[tuple[int, str]]:
-    """(first line number, raw text) of each data record, the way a CSV reader splits them."""
-    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
-        lines = _LineRecorder(f)
-        reader = csv.reader(lines)
-        next(reader, None)  # header
-        start = 2
-        for _ in reader:
-            yield start, lines.take().rstrip("\r\n")
-            start = reader.line_num + 1
+def _record_spans(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """(first line number, raw text, is blank) of each data record, the way a CSV reader splits them."""
+    limit = csv.field_size_limit(100 * MAX_LINE_BYTES)  # the default (128 KiB) is below DuckDB's line limit
+    try:
+        with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
+            lines = _LineRecorder(f)
+            reader = csv.reader(lines)
+            next(reader, None)  # header
+            lines.take()
+            start = 2
+            for fields in reader:
+                yield start, _cut(lines.take().rstrip("\r\n")), not fields
+                start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_RAW_CHARS:
+        return text
+    return f"{text[:MAX_RAW_CHARS]}… (cut: the record is {len(text)} characters)"
 
 
 class _LineRecorder:
