@@ -1,0 +1,288 @@
+"""Ad-hoc DuckDB over the lake: views over the published months only, and the run records.
+
+    con = pipeline.lake.connect()
+    con.sql("SELECT contract_type, count(*) FROM subscriptions GROUP BY ALL").show()
+
+Views, for every table of sql/schema.sql:
+
+* ``<table>``           the latest published month's snapshot;
+* ``<table>_snapshots`` every published month's snapshot, with ``as_of`` (DATE);
+* ``<table>_history``   SCD type 2, derived from the snapshots: one row per key and version with
+  ``valid_from`` (the first as_of holding these values) and ``valid_to`` (the as_of from which they no
+  longer hold: changed, or the key left the snapshot; NULL for the current version). Consecutive
+  published months with equal values are one version.
+
+plus ``runs``: one row per month the lake has a record of (published, or only failed attempts).
+
+A month is read only when its manifest says it is published: a partition left by a crashed or
+failed run is never visible. The views read the partition files of those months by name, so they
+are as current as the moment :func:`connect` was called.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipeline import duck, lakefs, manifest
+from pipeline.config import Settings, load_settings
+from pipeline.duck import literal, quote
+from pipeline.errors import LakeStateError
+from pipeline.schema import Schema, Table, load_schema
+
+SNAPSHOTS_SUFFIX = "_snapshots"
+HISTORY_SUFFIX = "_history"
+RUNS_VIEW = "runs"
+AS_OF = "as_of"
+
+
+# --- what the lake holds ------------------------------------------------------------------------
+
+
+@dataclass
+class MonthRecord:
+    """What the lake says about one month: its published manifest, or its latest failed attempt."""
+
+    as_of: date
+    status: str  # "published", or "failed" when only failed attempts exist
+    record: dict  # the manifest (published) or the latest attempt (failed)
+    attempts: list[dict] = field(default_factory=list)  # failed attempts, oldest first
+
+    @property
+    def published(self) -> bool:
+        return self.status == manifest.PUBLISHED
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.get("run_id")
+
+
+def month_records(lake_root: Path) -> dict[date, MonthRecord]:
+    """as_of -> what the lake's run records say about it, for every month with a manifest or an attempt."""
+    root = Path(lake_root) / "runs"
+    months: dict[date, MonthRecord] = {}
+    if not root.is_dir():
+        return months
+    for run_dir in sorted(root.glob("as_of=*")):
+        try:
+            as_of = date.fromisoformat(run_dir.name.removeprefix("as_of="))
+        except ValueError:
+            continue  # not a month's folder (e.g. a temporary name)
+        attempts = sorted(
+            (manifest.read(p) for p in (run_dir / "attempts").glob("*.json")),
+            key=lambda r: (r.get("recorded_at") or r.get("started_at") or "", r.get("run_id") or ""),
+        )
+        path = run_dir / "manifest.json"
+        if path.exists():
+            record = manifest.read(path)
+            months[as_of] = MonthRecord(as_of, record.get("status") or "unknown", record, attempts)
+        elif attempts:
+            months[as_of] = MonthRecord(
+                as_of, attempts[-1].get("status") or manifest.FAILED, attempts[-1], attempts
+            )
+    return months
+
+
+def published_months(lake_root: Path) -> list[date]:
+    """The published months of a lake, oldest first."""
+    return sorted(d for d, m in month_records(lake_root).items() if m.published)
+
+
+# --- the connection -----------------------------------------------------------------------------
+
+
+def connect(
+    lake_root: str | Path | None = None, settings: Settings | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's views (see the module docstring).
+
+    The lake root is ``lake_root``, else ``settings.lake_root``, else the configured one (luigi.cfg,
+    LAKE_ROOT). A lake with no published month yet gives views that exist and are empty.
+    """
+    if settings is None:
+        settings = Settings(lake_root=Path(lake_root)) if lake_root is not None else load_settings()
+    root = Path(lake_root if lake_root is not None else settings.lake_root).resolve()
+    settings = settings.with_(lake_root=root)
+    con = duck.connect(settings) if root.is_dir() else duckdb.connect(":memory:")
+    try:
+        create_views(con, root)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema | None = None) -> list[date]:
+    """Create (or replace) every view on ``con``; returns the published months they read."""
+    schema = schema or load_schema()
+    lake = lakefs.Lake(Path(lake_root))
+    records = month_records(lake.root)
+    months = sorted(d for d, m in records.items() if m.published)
+    for table in schema.tables:
+        files = [lake.snapshot_file(table.name, d) for d in months]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise LakeStateError(
+                f"{table.name}: a published month's snapshot is missing from the lake: {', '.join(missing)}. "
+                f"The lake was changed outside the pipeline; restore the file or run that month again "
+                f"with --replace."
+            )
+        con.execute(
+            f"CREATE OR REPLACE VIEW {quote(table.name + SNAPSHOTS_SUFFIX)} AS {_snapshots_sql(table, files)}"
+        )
+        latest = f"SELECT {_columns(table)} FROM {quote(table.name + SNAPSHOTS_SUFFIX)}"
+        if months:
+            latest += f" WHERE {quote(AS_OF)} = DATE {literal(months[-1].isoformat())}"
+        con.execute(f"CREATE OR REPLACE VIEW {quote(table.name)} AS {latest}")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {quote(table.name + HISTORY_SUFFIX)} AS {history_sql(table, months)}"
+        )
+    _create_runs(con, records)
+    return months
+
+
+def _columns(table: Table, alias: str | None = None) -> str:
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + quote(c.name) for c in table.columns)
+
+
+def _empty_select(table: Table, extra: str = "") -> str:
+    typed = ", ".join(f"CAST(NULL AS {c.duckdb_type}) AS {quote(c.name)}" for c in table.columns)
+    return f"SELECT {typed}{extra} WHERE false"
+
+
+def _snapshots_sql(table: Table, files: list[Path]) -> str:
+    if not files:
+        return _empty_select(table, f", CAST(NULL AS DATE) AS {quote(AS_OF)}")
+    listed = "[" + ", ".join(literal(str(f)) for f in files) + "]"
+    # as_of comes from each file's as_of=YYYY-MM-DD folder; union_by_name tolerates a column added later.
+    return (
+        f"SELECT {_columns(table)}, {quote(AS_OF)} FROM read_parquet({listed}, hive_partitioning = true, "
+        f"hive_types = {{'{AS_OF}': DATE}}, union_by_name = true)"
+    )
+
+
+def history_sql(table: Table, months: list[date]) -> str:
+    """SCD type 2 over ``<table>_snapshots``: a version starts where a key appears, reappears after an
+    absence, or its values differ from the previous published month; it ends (valid_to) at the next
+    published month that does not hold it, and is current (valid_to NULL) when the latest month does."""
+    if not months:
+        return _empty_select(
+            table,
+            ", CAST(NULL AS INTEGER) AS version, CAST(NULL AS DATE) AS valid_from, "
+            "CAST(NULL AS DATE) AS valid_to",
+        )
+    key = quote(table.key)
+    values = [quote(c.name) for c in table.value_columns]
+    month_rows = ", ".join(f"(DATE {literal(d.isoformat())}, {i})" for i, d in enumerate(months, start=1))
+    changed = " OR ".join(f"{v} IS DISTINCT FROM lag({v}) OVER w" for v in values) or "false"
+    return f"""
+        WITH months(as_of, month_no) AS (VALUES {month_rows}),
+        marked AS (
+            SELECT s.*, m.month_no,
+                   CASE WHEN lag(m.month_no) OVER w IS DISTINCT FROM m.month_no - 1 OR {changed}
+                        THEN 1 ELSE 0 END AS starts_version
+            FROM {quote(table.name + SNAPSHOTS_SUFFIX)} AS s JOIN months AS m USING ({quote(AS_OF)})
+            WINDOW w AS (PARTITION BY s.{key} ORDER BY m.month_no)
+        ),
+        numbered AS (
+            SELECT *, sum(starts_version) OVER (PARTITION BY {key} ORDER BY month_no
+                                                ROWS UNBOUNDED PRECEDING) AS version
+            FROM marked
+        ),
+        versions AS (
+            SELECT {key}, version, min(month_no) AS first_no, max(month_no) AS last_no,
+                   {", ".join(f"any_value({v}) AS {v}" for v in values)}
+            FROM numbered GROUP BY {key}, version
+        )
+        SELECT {_columns(table, "v")}, CAST(v.version AS INTEGER) AS version,
+               f.as_of AS valid_from, t.as_of AS valid_to
+        FROM versions AS v
+        JOIN months AS f ON f.month_no = v.first_no
+        LEFT JOIN months AS t ON t.month_no = v.last_no + 1
+    """
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("as_of", pa.date32()),
+        ("status", pa.string()),
+        ("run_id", pa.string()),
+        ("mode", pa.string()),
+        ("source", pa.string()),
+        ("previous_as_of", pa.date32()),
+        ("users", pa.int64()),
+        ("users_inserted", pa.int64()),
+        ("users_updated", pa.int64()),
+        ("users_deleted", pa.int64()),
+        ("checks_passed", pa.int64()),
+        ("checks_warned", pa.int64()),
+        ("checks_failed", pa.int64()),
+        ("failed_attempts", pa.int64()),
+        ("started_at", pa.string()),
+        ("published_at", pa.string()),
+        ("tables", pa.string()),  # JSON: table -> rows and inserted/updated/unchanged/carried/deleted
+    ]
+)
+
+
+def run_row(month: MonthRecord, root_table: str) -> dict:
+    """The ``runs`` row of one month (also what ``streamflow status`` shows of the lake side)."""
+    r = month.record
+    users = (r.get("tables") or {}).get(root_table) or {}
+    checks = r.get("checks") or {}
+    failed_attempts = [a for a in month.attempts if a.get("status") == manifest.FAILED]
+    return {
+        "as_of": month.as_of,
+        "status": month.status,
+        "run_id": r.get("run_id"),
+        "mode": r.get("mode"),
+        "source": r.get("source"),
+        "previous_as_of": date.fromisoformat(r["previous_as_of"]) if r.get("previous_as_of") else None,
+        "users": users.get("rows"),
+        "users_inserted": users.get("inserted"),
+        "users_updated": users.get("updated"),
+        "users_deleted": users.get("deleted"),
+        "checks_passed": checks.get("passed"),
+        "checks_warned": checks.get("warned"),
+        "checks_failed": checks.get("failed"),
+        "failed_attempts": len(failed_attempts),
+        "started_at": r.get("started_at"),
+        "published_at": r.get("published_at"),
+        "tables": json.dumps(r.get("tables") or {}),
+    }
+
+
+def _create_runs(con: duckdb.DuckDBPyConnection, records: dict[date, MonthRecord]) -> None:
+    root = load_schema().root.name
+    rows = pa.Table.from_pylist([run_row(records[d], root) for d in sorted(records)], schema=RUNS_SCHEMA)
+    con.register("__streamflow_runs", rows)
+    try:  # a small table, copied so that it does not depend on a registered Python object
+        con.execute(
+            f"CREATE OR REPLACE TABLE {RUNS_VIEW} AS SELECT * REPLACE ("
+            f"CAST(started_at AS TIMESTAMPTZ) AS started_at, "
+            f"CAST(published_at AS TIMESTAMPTZ) AS published_at, CAST(tables AS JSON) AS tables) "
+            f"FROM __streamflow_runs ORDER BY as_of"
+        )
+    finally:
+        con.unregister("__streamflow_runs")
+
+
+def view_names(schema: Schema | None = None) -> list[str]:
+    schema = schema or load_schema()
+    names = [f"{t.name}{suffix}" for t in schema.tables for suffix in ("", SNAPSHOTS_SUFFIX, HISTORY_SUFFIX)]
+    return [*names, RUNS_VIEW]
+
+
+def arrow(result: duckdb.DuckDBPyRelation | duckdb.DuckDBPyConnection) -> pa.Table:
+    """A result as an Arrow table, on every DuckDB from 1.1 (``fetch_arrow_table`` became
+    ``to_arrow_table`` in 1.4)."""
+    to_table = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    return to_table()
