@@ -1,0 +1,340 @@
+"""Point-in-time training sets: the features as the lake knew them at as_of D, never later.
+
+    training_set("2024-01-31")                                # labels of D itself
+    training_set("2024-01-31", label_as_of="2024-02-29")      # features at D, churn as known at L
+
+One row per user in the users snapshot of D (ordered by user_id); every column of the users snapshot
+and every value column of the other tables from their snapshot of D (LEFT JOIN: a user a table has no
+row for gets NULLs there); then the label columns from the labels snapshot of D, or of L when given.
+With ``label_as_of``, a user of D without a labels row at L (e.g. deleted by a --full-dump month) keeps
+its row with a NULL label: rows stay "every user known at D", and the model trainer decides whether
+to drop them (``churn_label IS NOT NULL``) or count them as churned.
+
+Leakage check: every row carries the as_of of the snapshot partition each table's values were read
+from (DuckDB takes it from the ``as_of=…`` folder of the file); the set is refused with
+:class:`LeakageError` unless every feature came from D and every label from the label month.
+
+``luigi --module pipeline TrainingSet --as-of D [--label-as-of L]`` writes ``<lake>/training/as_of=D/``
+(or ``…/as_of=D/label_as_of=L/``): ``data.parquet`` and ``metadata.json`` (sources, run ids, counts).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import luigi
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import duck, lakefs, manifest
+from pipeline.config import Settings, load_settings
+from pipeline.duck import literal, quote
+from pipeline.errors import ConfigError, LakeStateError, PipelineError
+from pipeline.lake import arrow, month_records
+from pipeline.schema import Schema, load_schema
+
+LABEL_TABLE = "labels"  # its value columns are the labels; every other table's are features
+SOURCE_PREFIX = "__source_as_of_"
+MISSING_LABEL_POLICY = "kept with a NULL label"
+
+
+class LeakageError(PipelineError):
+    """A training set would read a value from a snapshot other than the one it must come from."""
+
+
+@dataclass(frozen=True)
+class TrainingSources:
+    """The snapshot file each table is read from, and the month it must belong to."""
+
+    lake_root: Path
+    as_of: date
+    label_as_of: date
+    files: dict[str, Path]  # table -> snapshot data.parquet (the root table first, the label table last)
+    run_ids: dict[str, str]  # as_of (ISO) -> run_id of the published month
+
+    def expected(self, table: str) -> date:
+        return self.label_as_of if table == LABEL_TABLE else self.as_of
+
+
+def _date(value: date | str, name: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{name} {value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def plan_sources(
+    lake_root: Path, as_of: date | str, label_as_of: date | str | None = None, schema: Schema | None = None
+) -> TrainingSources:
+    """The files of a training set, after checking that D (and L) are published and L is after D."""
+    schema = schema or load_schema()
+    as_of = _date(as_of, "as_of")
+    label = _date(label_as_of, "label_as_of") if label_as_of is not None else as_of
+    if label_as_of is not None and label <= as_of:
+        raise ConfigError(
+            f"label_as_of {label} must be after as_of {as_of}: the label comes from a later month so that "
+            f"the model predicts churn it has not seen; leave --label-as-of out to use the labels of {as_of}"
+        )
+    if LABEL_TABLE not in schema.table_names:
+        raise ConfigError(f"sql/schema.sql declares no {LABEL_TABLE!r} table to take the training label from")
+    published = {d: m for d, m in month_records(lake_root).items() if m.published}
+    for month, what in ((as_of, "as_of"), (label, "label_as_of")):
+        if month not in published:
+            shown = ", ".join(d.isoformat() for d in sorted(published)) or "none yet"
+            raise LakeStateError(
+                f"training set: {what} {month} is not a published month of the lake {lake_root} "
+                f"(published: {shown}); run it first: luigi --module pipeline Month --as-of {month}"
+            )
+    lake = lakefs.Lake(Path(lake_root))
+    tables = [
+        schema.root.name,
+        *(t for t in schema.table_names if t not in (schema.root.name, LABEL_TABLE)),
+        LABEL_TABLE,
+    ]
+    sources = TrainingSources(
+        lake_root=Path(lake_root),
+        as_of=as_of,
+        label_as_of=label,
+        files={},
+        run_ids={d.isoformat(): published[d].run_id or "" for d in {as_of, label}},
+    )
+    for table in tables:
+        path = lake.snapshot_file(table, sources.expected(table))
+        if not path.exists():
+            raise LakeStateError(
+                f"training set: {path} is missing although {sources.expected(table)} is published"
+            )
+        sources.files[table] = path
+    return sources
+
+
+def output_columns(schema: Schema) -> dict[str, list[tuple[str, str]]]:
+    """table -> [(column in the snapshot, column in the training set)]: the root table's every column,
+    the value columns of the others. A name two tables share is qualified as ``<table>__<column>``."""
+    root = schema.root
+    picked = {t.name: [c.name for c in (t.columns if t is root else t.value_columns)] for t in schema.tables}
+    counts: dict[str, int] = {}
+    for names in picked.values():
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+    return {t: [(n, n if counts[n] == 1 else f"{t}__{n}") for n in names] for t, names in picked.items()}
+
+
+def assemble(
+    sources: TrainingSources, settings: Settings | None = None, schema: Schema | None = None
+) -> pa.Table:
+    """Join the snapshot files of ``sources`` into the training set; refuse it if any value came from a
+    partition other than the one it must (:func:`check_sources`)."""
+    schema = schema or load_schema()
+    key = schema.root.key
+    columns = output_columns(schema)
+    tables = list(sources.files)
+    alias = {t: f"t{i}" for i, t in enumerate(tables)}
+    selects, joins = [], []
+    for t in tables:
+        selects += [f"{alias[t]}.{quote(src)} AS {quote(out)}" for src, out in columns[t]]
+        reader = (
+            f"read_parquet({literal(str(sources.files[t]))}, hive_partitioning = true, "
+            f"hive_types = {{'as_of': DATE}})"
+        )
+        if t == tables[0]:
+            joins.append(f"{reader} AS {alias[t]}")
+        else:
+            on = f"{alias[t]}.{quote(key)} = {alias[tables[0]]}.{quote(key)}"
+            joins.append(f"LEFT JOIN {reader} AS {alias[t]} ON {on}")
+    provenance = [f"{alias[t]}.as_of AS {quote(SOURCE_PREFIX + t)}" for t in tables]
+    query = (
+        f"SELECT {', '.join(selects + provenance)} FROM {' '.join(joins)} "
+        f"ORDER BY {alias[tables[0]]}.{quote(key)}"
+    )
+    with duck.connect(settings or Settings(lake_root=sources.lake_root)) as con:
+        con.execute(f"CREATE TEMP TABLE training AS {query}")
+        observed = {
+            t: {
+                r[0]
+                for r in con.execute(
+                    f"SELECT DISTINCT {quote(SOURCE_PREFIX + t)} FROM training "
+                    f"WHERE {quote(SOURCE_PREFIX + t)} IS NOT NULL"
+                ).fetchall()
+            }
+            for t in tables
+        }
+        check_sources(sources, observed)
+        table = arrow(
+            con.sql(f"SELECT * EXCLUDE ({', '.join(quote(SOURCE_PREFIX + t) for t in tables)}) FROM training")
+        )
+    fields = [
+        pa.field(out, schema.table(t).column(src).arrow_type, nullable=src != key)
+        for t in tables
+        for src, out in columns[t]
+    ]
+    metadata = {
+        "streamflow": json.dumps(
+            {"as_of": sources.as_of.isoformat(), "label_as_of": sources.label_as_of.isoformat()}
+        )
+    }
+    return table.cast(pa.schema(fields, metadata=metadata))
+
+
+def check_sources(sources: TrainingSources, observed: dict[str, set[date]]) -> None:
+    """Every table's values must come from its expected snapshot: features from as_of, labels from
+    label_as_of. ``observed`` is table -> the as_of partitions its joined rows were read from."""
+    wrong = {
+        t: sorted(found - {sources.expected(t)})
+        for t, found in observed.items()
+        if found - {sources.expected(t)}
+    }
+    if wrong:
+        detail = "; ".join(
+            f"{t} from {', '.join(d.isoformat() for d in ds)} instead of {sources.expected(t)}"
+            for t, ds in wrong.items()
+        )
+        raise LeakageError(
+            f"training set as of {sources.as_of}: values from the wrong snapshot ({detail}). A feature from "
+            f"after as_of leaks the future into the model; every feature must come from "
+            f"as_of={sources.as_of}."
+        )
+
+
+def _lake_root(lake_root: str | Path | None) -> tuple[Path, Settings]:
+    settings = load_settings() if lake_root is None else Settings(lake_root=Path(lake_root))
+    return Path(settings.lake_root), settings
+
+
+def training_set(
+    as_of: date | str, label_as_of: date | str | None = None, lake_root: str | Path | None = None
+) -> pa.Table:
+    """The point-in-time training set of ``as_of`` as an Arrow table (see the module docstring)."""
+    root, settings = _lake_root(lake_root)
+    return assemble(plan_sources(root, as_of, label_as_of), settings)
+
+
+def training_frame(
+    as_of: date | str, label_as_of: date | str | None = None, lake_root: str | Path | None = None
+):  # noqa: ANN201 - pandas.DataFrame, an optional dependency
+    """:func:`training_set` as a pandas DataFrame (NUMERIC columns hold exact ``decimal.Decimal``)."""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "training_frame needs pandas, which is not installed: pip install pandas "
+            "(or use pipeline.training.training_set for a pyarrow Table)"
+        ) from None
+    return training_set(as_of, label_as_of, lake_root).to_pandas()
+
+
+# --- the lake's copy ----------------------------------------------------------------------------
+
+
+def output_dir(lake_root: Path, as_of: date, label_as_of: date | None = None) -> Path:
+    base = lakefs.Lake(Path(lake_root)).training(as_of)
+    return base / f"label_as_of={label_as_of.isoformat()}" if label_as_of else base
+
+
+def write_training_set(
+    lake_root: Path,
+    as_of: date | str,
+    label_as_of: date | str | None = None,
+    settings: Settings | None = None,
+) -> Path:
+    """Build the set and write data.parquet + metadata.json; returns the folder."""
+    settings = settings or Settings(lake_root=Path(lake_root))
+    sources = plan_sources(lake_root, as_of, label_as_of)
+    table = assemble(sources, settings)
+    label_key = sources.label_as_of if label_as_of is not None else None
+    dest = output_dir(lake_root, sources.as_of, label_key)
+    root = Path(lake_root).resolve()
+    schema = load_schema()
+    labels = [out for _, out in output_columns(schema)[LABEL_TABLE]]
+    meta = {
+        "as_of": sources.as_of.isoformat(),
+        "label_as_of": sources.label_as_of.isoformat(),
+        "rows": table.num_rows,
+        "rows_without_label": table.column(labels[0]).null_count,
+        "missing_label": MISSING_LABEL_POLICY,
+        "key": schema.root.key,
+        "label_columns": labels,
+        "feature_columns": [f.name for f in table.schema if f.name not in (*labels, schema.root.key)],
+        "sources": {
+            t: {
+                "as_of": sources.expected(t).isoformat(),
+                "run_id": sources.run_ids[sources.expected(t).isoformat()],
+                "file": str(p.resolve().relative_to(root)),
+            }
+            for t, p in sources.files.items()
+        },
+        "leakage_check": (
+            f"passed: every feature from as_of={sources.as_of}, labels from as_of={sources.label_as_of}"
+        ),
+        "created_at": datetime.now(UTC).isoformat(),
+        "versions": {k: v for k, v in manifest.versions().items() if k != "postgresql"}
+        | {"pyarrow": pa.__version__},
+    }
+    text = json.dumps(meta, indent=2) + "\n"
+    if label_as_of is not None:
+        with lakefs.atomic_dir(dest) as tmp:
+            pq.write_table(table, tmp / "data.parquet")
+            (tmp / "metadata.json").write_text(text, encoding="utf-8")
+    else:
+        # as_of=D/ also holds the label_as_of=L/ sets, so it is not replaced as a whole: each file is
+        # renamed into place, metadata.json last (it is what marks the set complete).
+        with lakefs.atomic_file(dest / "data.parquet") as tmp:
+            pq.write_table(table, tmp)
+        lakefs.write_text_atomic(dest / "metadata.json", text)
+    return dest
+
+
+class OptionalDateParameter(luigi.parameter.OptionalParameterMixin, luigi.DateParameter):  # type: ignore[misc]
+    """A date, or None when not given (Luigi has optional int, str, path… parameters, but no date)."""
+
+    expected_type = date
+
+
+class TrainingSet(luigi.Task):
+    """The point-in-time training set of a published month, written to <lake>/training/as_of=D/.
+
+    Requires no task: D (and L) must already be published; the task fails with a message saying which
+    Month to run otherwise. It is complete when its metadata.json names the run ids that are published
+    now, so a month replaced by a correction gets its training set rebuilt."""
+
+    as_of = luigi.DateParameter(description="the month whose snapshots give the features, e.g. 2024-01-31")
+    label_as_of = OptionalDateParameter(
+        default=None, description="a later published month whose labels give churn_label (default: as_of)"
+    )
+
+    def settings(self) -> Settings:
+        from pipeline.tasks import configure_logging
+
+        configure_logging()
+        return load_settings()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(
+            str(output_dir(self.settings().lake_root, self.as_of, self.label_as_of) / "metadata.json")
+        )
+
+    def complete(self) -> bool:
+        path = Path(self.output().path)
+        if not path.exists():
+            return False
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
+        published = {
+            d.isoformat(): m.run_id
+            for d, m in month_records(self.settings().lake_root).items()
+            if m.published
+        }
+        return bool(recorded) and all(published.get(s["as_of"]) == s["run_id"] for s in recorded.values())
+
+    def run(self) -> None:
+        settings = self.settings()
+        write_training_set(settings.lake_root, self.as_of, self.label_as_of, settings)
+
+    def on_failure(self, exception: BaseException) -> str:
+        if isinstance(exception, PipelineError):
+            return str(exception)
+        return super().on_failure(exception)
