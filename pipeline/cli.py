@@ -1,0 +1,391 @@
+"""The ``streamflow`` console script (also ``python -m pipeline``): a thin layer over the package.
+
+    streamflow status [--json]           which months are in, and whether the lake and PostgreSQL agree
+    streamflow sql "SELECT …" [--csv|--json]   one query over the lake's views
+    streamflow shell                     an interactive DuckDB session over the same views
+    streamflow stop-embedded             stop the embedded PostgreSQL of the lake
+
+Months are run with Luigi (``luigi --module pipeline Month --as-of …``), not from here.
+A :class:`~pipeline.errors.PipelineError` is printed as one line ``error: …`` and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TextIO
+
+import duckdb
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import PipelineError
+
+EXIT_ERROR = 2  # a PipelineError: bad configuration, lake state, arguments
+EXIT_DISAGREE = 3  # status: the lake and PostgreSQL disagree on some month
+EXIT_POSTGRES_DOWN = 4  # status: PostgreSQL could not be asked (the lake side is still shown)
+EXIT_SQL_FAILED = 1  # sql / shell: a statement failed
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def cell(value: object) -> str:
+    """A value as people read it: NULL, true/false, decimals without the lake's padding zeros."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return plain_decimal(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    return str(value)
+
+
+def plain_decimal(value: Decimal) -> str:
+    """1.5000000000 -> 1.5, 100.0000 -> 100, exactly (never through a float)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def aligned(
+    header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None
+) -> str:
+    """Rows as an aligned text table with a header rule; ``right`` marks right-aligned (numeric) columns."""
+    texts = [[cell(v) if not isinstance(v, str) else v for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(header)]
+    right = right or [False] * len(header)
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in texts)])
+
+
+def _is_number(type_code: object) -> bool:
+    name = str(type_code).upper()
+    return any(k in name for k in ("INT", "DECIMAL", "DOUBLE", "FLOAT", "REAL", "NUMERIC", "HUGEINT"))
+
+
+def _json_value(value: object) -> str:
+    """JSON text of one value; decimals stay exact numbers (json.dumps would need a float)."""
+    if isinstance(value, Decimal):
+        return plain_decimal(value)
+    if isinstance(value, datetime | date):
+        return json.dumps(value.isoformat())
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_json_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_json_value(v) for v in value) + "]"
+    return json.dumps(value, default=str)
+
+
+def write_result(out: TextIO, header: list[str], types: list[object], rows: list[tuple], fmt: str) -> None:
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(["" if v is None else cell(v) for v in row] for row in rows)
+    elif fmt == "json":
+        objects = [
+            "{"
+            + ", ".join(f"{json.dumps(h)}: {_json_value(v)}" for h, v in zip(header, row, strict=True))
+            + "}"
+            for row in rows
+        ]
+        out.write("[" + ",\n ".join(objects) + "]\n")
+    else:
+        out.write(aligned(header, rows, [_is_number(t) for t in types]) + "\n")
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, query: str, out: TextIO, fmt: str = "table") -> None:
+    """Run one or more statements; print the last one's result (or OK when it returns none)."""
+    result = con.execute(query)
+    if result.description is None:
+        out.write("OK\n")
+        return
+    header = [d[0] for d in result.description]
+    types = [d[1] for d in result.description]
+    write_result(out, header, types, result.fetchall(), fmt)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    if getattr(args, "lake", None):
+        settings = settings.with_(lake_root=Path(args.lake))
+    return settings
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline import status
+
+    report = status.status(_settings(args))
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(render_status(report) + "\n")
+    if report.postgres_error:
+        sys.stderr.write(f"error: {report.postgres_error}\n")
+        return EXIT_POSTGRES_DOWN
+    return 0 if report.agree else EXIT_DISAGREE
+
+
+def render_status(report) -> str:  # noqa: ANN001 - pipeline.status.StatusReport
+    lines = [f"lake      {report.lake_root}", f"postgres  {report.postgres} schema {report.pg_schema}", ""]
+    if not report.months:
+        lines.append("no month has run yet (luigi --module pipeline Month --as-of YYYY-MM-DD)")
+    else:
+        rows = []
+        for m in report.months:
+            c = m.users_changes
+            changes = f"+{c.get('inserted', 0)} ~{c.get('updated', 0)} -{c.get('deleted', 0)}" if c else "-"
+            checks = "-" if m.checks_failed is None else f"{m.checks_failed}/{m.checks_warned}"
+            if m.agrees is None:
+                pg = "unknown"
+            elif m.agrees:
+                pg = "agrees" if m.postgres_run_id else "agrees (not in pipeline_runs)"
+            else:
+                pg = "DISAGREES"
+            rows.append(
+                [
+                    m.as_of.isoformat(),
+                    m.status,
+                    "-" if m.users is None else str(m.users),
+                    changes,
+                    checks,
+                    str(m.failed_attempts),
+                    (m.published_at or "-")[:19].replace("T", " "),
+                    pg,
+                ]
+            )
+        header = [
+            "as_of",
+            "status",
+            "users",
+            "users +ins ~upd -del",
+            "checks failed/warned",
+            "failed attempts",
+            "published at (UTC)",
+            "postgres",
+        ]
+        lines.append(aligned(header, rows, [False, False, True, False, True, True, False, False]))
+        notes = [
+            f"  {m.as_of}  {c['outcome']:<4}  {c['name']} ({c['table']}: {c['value']})"
+            for m in report.months
+            for c in m.not_passed
+        ]
+        if notes:
+            lines += ["", "checks that failed or warned:", *notes]
+    lines.append("")
+    if report.postgres_error:
+        lines.append("PostgreSQL could not be asked: the lake side only (see the error below).")
+    elif report.agree:
+        published = sum(m.status == "published" for m in report.months)
+        lines.append(
+            f"lake and PostgreSQL agree ({published} published month{'s' if published != 1 else ''})."
+        )
+    else:
+        lines.append("lake and PostgreSQL DISAGREE:")
+        lines += [f"  {m.as_of}: {m.disagreement}" for m in report.disagreements]
+    return "\n".join(lines)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from pipeline import lake
+
+    con = lake.connect(settings=_settings(args))
+    try:
+        run_sql(con, args.query, sys.stdout, args.format)
+    except duckdb.Error as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_SQL_FAILED
+    finally:
+        con.close()
+    return 0
+
+
+SHELL_HELP = """Enter SQL statements ending with ';'.
+Views: <table>, <table>_snapshots, <table>_history, runs.
+  .tables          list the views
+  .mode table|csv|json   how results are printed
+  .help            this text
+  .quit            leave (or Ctrl-D)"""
+
+
+def shell(
+    con: duckdb.DuckDBPyConnection, stdin: TextIO, out: TextIO, interactive: bool, fmt: str = "table"
+) -> int:
+    """A minimal SQL loop: read lines until one ends with ';', run them, print the result. Returns the
+    number of statements that failed (each failure is printed as ``error: …`` and the loop goes on)."""
+    failures = 0
+    buffer: list[str] = []
+
+    def prompt(text: str) -> str | None:
+        if interactive:
+            try:
+                return input(text)
+            except EOFError:
+                out.write("\n")
+                return None
+        line = stdin.readline()
+        return None if line == "" else line.rstrip("\n")
+
+    def execute(statement: str) -> None:
+        nonlocal failures
+        try:
+            run_sql(con, statement, out, fmt)
+        except duckdb.Error as e:
+            failures += 1
+            out.flush()
+            sys.stderr.write(f"error: {e}\n")
+
+    while True:
+        line = prompt("streamflow> " if not buffer else "       ...> ")
+        if line is None:
+            break
+        stripped = line.strip()
+        if not buffer and stripped.startswith("."):
+            command, *rest = stripped.split()
+            if command in (".quit", ".exit", ".q"):
+                break
+            if command == ".help":
+                out.write(SHELL_HELP + "\n")
+            elif command == ".tables":
+                execute(
+                    "SELECT table_name AS name, table_type AS kind FROM information_schema.tables ORDER BY 1"
+                )
+            elif command == ".mode" and rest and rest[0] in ("table", "csv", "json"):
+                fmt = rest[0]
+            else:
+                sys.stderr.write(f"error: unknown command {stripped!r}; .help lists the commands\n")
+                failures += 1
+            continue
+        if not stripped and not buffer:
+            continue
+        buffer.append(line)
+        if stripped.endswith(";"):
+            execute("\n".join(buffer))
+            buffer = []
+        out.flush()
+    if "".join(buffer).strip():  # a last statement without its ';'
+        execute("\n".join(buffer))
+    return failures
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from pipeline import lake
+
+    settings = _settings(args)
+    con = lake.connect(settings=settings)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 - line editing and history for input()
+        months = con.execute("SELECT as_of FROM runs WHERE status = 'published' ORDER BY as_of").fetchall()
+        shown = ", ".join(str(m[0]) for m in months) or "none yet"
+        print(f"streamflow shell over {Path(settings.lake_root).resolve()} (published months: {shown})")
+        print(SHELL_HELP)
+    try:
+        failures = shell(con, sys.stdin, sys.stdout, interactive)
+    finally:
+        con.close()
+    return EXIT_SQL_FAILED if failures and not interactive else 0
+
+
+def cmd_stop_embedded(args: argparse.Namespace) -> int:
+    from pipeline.embedded import stop_embedded
+
+    settings = _settings(args)
+    stopped = stop_embedded(settings.lake_root)
+    print(
+        "stopped the embedded PostgreSQL"
+        if stopped
+        else f"no embedded PostgreSQL runs for {settings.lake_root}"
+    )
+    return 0
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamflow",
+        description="Operate the streamflow lake: month status, ad-hoc SQL over the published months. "
+        "Settings come from luigi.cfg and the environment (LAKE_ROOT, POSTGRES_DSN or POSTGRES_*, "
+        "POSTGRES_SCHEMA). Months are run with: luigi --module pipeline Month --as-of YYYY-MM-DD",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description)
+        sub.add_argument("--lake", metavar="DIR", help="the lake root (default: LAKE_ROOT or luigi.cfg)")
+        return sub
+
+    status = add(
+        "status",
+        "one row per month, and whether the lake and PostgreSQL agree",
+        "One row per month (as_of, status, users, changes, failed/warned checks, published at) and whether "
+        "the lake's run record and PostgreSQL's pipeline_runs agree. Exit codes: 0 agree, "
+        f"{EXIT_DISAGREE} disagree, {EXIT_POSTGRES_DOWN} PostgreSQL unavailable, {EXIT_ERROR} other errors.",
+    )
+    status.add_argument("--json", action="store_true", help="print the report as JSON (for machines)")
+    status.set_defaults(func=cmd_status)
+
+    query = add(
+        "sql",
+        "run SQL over the lake's views and print the result",
+        "Run SQL over the published months with DuckDB. Views: <table> (latest published month), "
+        "<table>_snapshots (every published month, with as_of), <table>_history (one row per key and "
+        "version: valid_from, valid_to), runs (the run records).",
+    )
+    query.add_argument("query", help='the SQL, e.g. "SELECT count(*) FROM users"')
+    fmt = query.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--csv", dest="format", action="store_const", const="csv", help="print CSV with a header"
+    )
+    fmt.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="print a JSON array of rows"
+    )
+    query.set_defaults(func=cmd_sql, format="table")
+
+    shell_cmd = add(
+        "shell",
+        "an interactive DuckDB session over the lake's views",
+        "Read SQL statements ending with ';' and print each result; the views of 'streamflow sql'. "
+        "Reads stdin when it is piped: echo 'SELECT count(*) FROM users;' | streamflow shell",
+    )
+    shell_cmd.set_defaults(func=cmd_shell)
+
+    stop = add(
+        "stop-embedded",
+        "stop the lake's embedded PostgreSQL",
+        "Stop the embedded PostgreSQL server the pipeline started when no server was configured.",
+    )
+    stop.set_defaults(func=cmd_stop_embedded)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PipelineError as e:
+        sys.stderr.write(f"error: {' '.join(str(e).split())}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,153 @@
+"""Which months are in, did they pass, what changed, and do the lake and PostgreSQL agree.
+
+The lake side comes from the run records (``<lake>/runs/as_of=D/manifest.json`` and its failed
+``attempts/``), the PostgreSQL side from ``pipeline_runs``. They agree on a month when both hold it
+as published with the same run_id, or neither does. ``streamflow status`` prints this report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pipeline import lake as lakeviews
+from pipeline import manifest, pgsql
+from pipeline.config import Settings
+from pipeline.errors import PostgresUnavailableError
+from pipeline.schema import load_schema
+
+
+@dataclass
+class MonthStatus:
+    as_of: date
+    status: str  # published | failed | missing (only PostgreSQL has it)
+    run_id: str | None = None
+    users: int | None = None
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/…/deleted
+    checks_failed: int | None = None
+    checks_warned: int | None = None
+    not_passed: list[dict] = field(
+        default_factory=list
+    )  # checks that failed or warned: outcome, name, table, value
+    failed_attempts: int = 0
+    published_at: str | None = None
+    postgres_run_id: str | None = None  # pipeline_runs' run_id for this as_of (status published)
+    agrees: bool | None = None  # None when PostgreSQL could not be asked
+    disagreement: str | None = None  # why not, in words
+
+    @property
+    def users_changes(self) -> dict[str, int]:
+        return self.changes.get(load_schema().root.name, {})
+
+
+@dataclass
+class StatusReport:
+    lake_root: Path
+    postgres: str  # host:port/db, never a password
+    pg_schema: str
+    months: list[MonthStatus]
+    postgres_error: str | None = None
+
+    @property
+    def agree(self) -> bool:
+        return self.postgres_error is None and all(m.agrees for m in self.months)
+
+    @property
+    def disagreements(self) -> list[MonthStatus]:
+        return [m for m in self.months if m.agrees is False]
+
+    def to_dict(self) -> dict:
+        return {
+            "lake_root": str(self.lake_root),
+            "postgres": {"server": self.postgres, "schema": self.pg_schema, "error": self.postgres_error},
+            "agree": self.agree,
+            "months": [{**asdict(m), "as_of": m.as_of.isoformat()} for m in self.months],
+        }
+
+
+def lake_side(lake_root: Path) -> dict[date, MonthStatus]:
+    """What the lake's run records say, one entry per month."""
+    root = load_schema().root.name
+    months = {}
+    for as_of, record in lakeviews.month_records(lake_root).items():
+        r = record.record
+        checks = r.get("checks") or {}
+        months[as_of] = MonthStatus(
+            as_of=as_of,
+            status=record.status,
+            run_id=record.run_id,
+            users=((r.get("tables") or {}).get(root) or {}).get("rows"),
+            changes={
+                t: {k: v for k, v in counts.items() if k != "rows"}
+                for t, counts in (r.get("tables") or {}).items()
+            },
+            checks_failed=checks.get("failed"),
+            checks_warned=checks.get("warned"),
+            not_passed=[
+                {k: c.get(k) for k in ("outcome", "name", "table", "value")}
+                for c in checks.get("checks", [])
+                if c.get("outcome") != "pass"
+            ],
+            failed_attempts=sum(a.get("status") == manifest.FAILED for a in record.attempts),
+            published_at=r.get("published_at"),
+        )
+    return months
+
+
+def compare(months: dict[date, MonthStatus], runs: dict[date, dict]) -> list[MonthStatus]:
+    """Set agrees/disagreement on every month and add the months only PostgreSQL has."""
+    for as_of, row in runs.items():
+        if as_of not in months:
+            months[as_of] = MonthStatus(as_of=as_of, status="missing")
+        months[as_of].postgres_run_id = row["run_id"]
+    for m in months.values():
+        published = m.status == manifest.PUBLISHED
+        if published and m.postgres_run_id == m.run_id:
+            m.agrees = True
+        elif published and m.postgres_run_id is None:
+            m.agrees, m.disagreement = (
+                False,
+                f"the lake published run {m.run_id}; PostgreSQL has no pipeline_runs row",
+            )
+        elif published:
+            m.agrees, m.disagreement = (
+                False,
+                (
+                    f"the lake published run {m.run_id}; "
+                    f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}"
+                ),
+            )
+        elif m.postgres_run_id is None:
+            m.agrees = True  # neither side published it
+        elif m.status == "missing":
+            m.agrees, m.disagreement = (
+                False,
+                (
+                    f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; "
+                    f"the lake has no record of this month"
+                ),
+            )
+        else:
+            m.agrees, m.disagreement = (
+                False,
+                (f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; the lake's month is {m.status}"),
+            )
+    return [months[d] for d in sorted(months)]
+
+
+def status(settings: Settings) -> StatusReport:
+    """The report; PostgreSQL being unavailable is part of it (``postgres_error``), not an exception."""
+    months = lake_side(settings.lake_root)
+    pg_schema = settings.postgres.schema
+    dsn = pgsql.resolve_dsn(settings.postgres, settings.lake_root)
+    report = StatusReport(Path(settings.lake_root), pgsql.describe(dsn), pg_schema, [])
+    try:
+        with pgsql.connect(dsn) as conn:
+            runs = pgsql.published_runs(conn, pg_schema)
+    except PostgresUnavailableError as e:
+        report.postgres_error = str(e)
+        report.months = [months[d] for d in sorted(months)]
+        return report
+    report.months = compare(months, runs)
+    return report
