@@ -2,7 +2,7 @@
 
 Every file or partition is written under a temporary name beside its final place and renamed into
 place, so a crash at any moment leaves either the old state or the new one, never a partial file.
-Temporary names start with ``.tmp-`` and are swept by :func:`sweep_temporaries` on the next run.
+Temporary names start with ``.tmp-``; :func:`sweep_month` removes a crashed run's leftovers.
 """
 
 from __future__ import annotations
@@ -107,16 +107,35 @@ def move_into_place(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def sweep_temporaries(root: Path) -> int:
-    """Remove what crashed runs left behind under temporary names; returns how many were removed."""
+@contextlib.contextmanager
+def month_lock(lake: Lake, as_of: date, exclusive: bool = True) -> Iterator[None]:
+    """A lock on one month of one lake, held across processes (flock on ``_locks/as_of=….lock``).
+
+    Publishing holds it exclusively; staging and merging share it, so a second run of the same month
+    waits for the first one's publish and then finds the month published. The kernel releases it when
+    the process dies, so a crash never leaves it held."""
+    import fcntl
+
+    path = lake.root / "_locks" / f"{partition(as_of)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sweep_month(lake: Lake, as_of: date) -> int:
+    """Remove what a crashed run of this month left under temporary names (only the month's own
+    partitions: other months may be running). Call with the month's lock held."""
     removed = 0
-    if not root.exists():
-        return 0
-    for path in list(root.rglob(f"{TMP_PREFIX}*")):
-        if path.is_dir():
+    pattern = f"{TMP_PREFIX}{partition(as_of)}-*"
+    for folder in ("raw", "snapshots", "rejects", "training"):
+        for path in (lake.root / folder).glob(f"*/{pattern}"):
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            removed += 1
+    for path in lake.run_dir(as_of).glob(f"{TMP_PREFIX}*"):
+        path.unlink(missing_ok=True)
         removed += 1
     return removed

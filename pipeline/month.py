@@ -13,6 +13,7 @@ lake partitions renamed into place → staging dropped → manifest written (the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -22,6 +23,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import duck, lakefs, manifest, pgsql, quality
+from pipeline.failpoints import failpoint
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PublishedMonthError
 from pipeline.merge import MergeResult, merge_table
@@ -109,6 +111,7 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             settings.max_reject_ratio,
         )
     lakefs.write_text_atomic(out / "result.json", result.to_json())
+    failpoint("staged")
     _log_stage("stage", table_name, result.rows, result.seconds)
     return result
 
@@ -130,6 +133,7 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             out / "changes.parquet", full_dump=plan.full_dump,
         )
     lakefs.write_text_atomic(out / "result.json", result.to_json())
+    failpoint("merged")
     _log_stage("merge", table_name, result.rows, result.seconds,
                 " ".join(f"{k}={v}" for k, v in result.counts.items() if v))
     return result
@@ -166,13 +170,27 @@ def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "
 @dataclass
 class PublishOptions:
     confirm_deletions: bool = False
-    replace_reason: str | None = None
+    republish: bool = False  # publish again even though the month is published from the same drop
     extra: dict = field(default_factory=dict)
 
 
 def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions | None = None) -> dict:
-    """Gate and publish a staged and merged month. Returns its manifest."""
+    """Gate and publish a staged and merged month. Returns its manifest.
+
+    Holds the month's lock throughout: a second run of the same month waits, then finds it published
+    (from the same drop) and does nothing."""
     options = options or PublishOptions()
+    with lakefs.month_lock(plan.lake, plan.as_of):
+        published = published_months(plan.lake).get(plan.as_of)
+        if published is not None and not options.republish and not changed_sources(plan, published):
+            log.info("month %s was published by another run meanwhile (run %s): nothing to do", plan.as_of,
+                     published["run_id"])
+            return published
+        lakefs.sweep_month(plan.lake, plan.as_of)
+        return _publish_locked(settings, plan, options)
+
+
+def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> dict:
     schema = load_schema()
     started_at = datetime.now(UTC)
     run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -189,8 +207,6 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     with pgsql.connect(dsn) as conn, duck.connect(settings) as con:
         pgsql.ensure_tables(conn, schema, pg_schema)
         conn.commit()
-        # One run per month at a time: a second run of the same month waits here, then finds it published.
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"streamflow-lake month {pg_schema} {plan.as_of}"])
         try:
             t0 = time.perf_counter()
             staged = pgsql.load_staging(
@@ -201,6 +217,7 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
                 plan.lake.work(plan.as_of) / "copy",
             )
             timings["load_staging"] = round(time.perf_counter() - t0, 3)
+            failpoint("staging_loaded")
             root = schema.root.name
             report = quality.run_checks(
                 dsn, schema, staged.schema_name, plan.as_of,
@@ -226,22 +243,24 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
                 record["status"] = manifest.FAILED
                 manifest.write_attempt(plan.lake, record)
                 quality.raise_if_failed(report, plan.as_of)
+            failpoint("checked")
             t0 = time.perf_counter()
             sync = pgsql.publish(conn, schema, pg_schema, plan.as_of, plan.previous,
                                  manifest.run_row(record, finished_at=datetime.now(UTC)))
             timings["sync"] = round(time.perf_counter() - t0, 3)
             timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
+            failpoint("committed")
             _publish_lake(plan, schema)
+            failpoint("lake_published")
             pgsql.drop_staging(conn, pg_schema, plan.as_of)
         finally:
             conn.rollback()
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"streamflow-lake month {pg_schema} {plan.as_of}"])
-            conn.commit()
     record["timings"] = timings
     record["live_updated"] = sync.live_updated
     record["status"] = manifest.PUBLISHED
     record["published_at"] = datetime.now(UTC).isoformat()
     manifest.write(plan.lake, record)
+    failpoint("manifest_written")
     shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
     log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
     return record
@@ -281,7 +300,9 @@ def _volume_rows(
 
 def _publish_lake(plan: MonthPlan, schema: Schema) -> None:
     """Rename the month's typed drop and snapshot of every table into place (one rename each)."""
-    for table in schema.table_names:
+    for i, table in enumerate(schema.table_names):
+        if i == len(schema.table_names) // 2:
+            failpoint("lake_half_renamed")
         for src, dest in (
             (plan.stage_dir(table) / "data.parquet", plan.lake.raw(table, plan.as_of)),
             (plan.merge_dir(table) / "data.parquet", plan.lake.snapshot(table, plan.as_of)),
@@ -331,6 +352,7 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
     rows are updated, live too when the latest month changes). Returns the months recomputed."""
     lake = lakefs.Lake(settings.lake_root)
     schema = load_schema()
+    options = dataclasses.replace(options or PublishOptions(), republish=True)
     later = sorted(d for d in published_months(lake) if d > after)
     for as_of in later:
         record = published_months(lake)[as_of]

@@ -25,6 +25,7 @@ from pipeline import ddl
 from pipeline.config import PostgresSettings
 from pipeline.duck import literal, quote, read_parquet
 from pipeline.errors import PostgresUnavailableError
+from pipeline.failpoints import failpoint
 from pipeline.schema import Schema, Table
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,7 @@ def publish(
             ),
             [json.dumps(v) if isinstance(v, dict | list) else v for v in run_row.values()],
         )
+        failpoint("in_transaction")
     return result
 
 

@@ -14,6 +14,7 @@ import logging
 
 import luigi
 
+from pipeline import lakefs
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
@@ -64,6 +65,20 @@ class _MonthParams(luigi.Task):
     def plan(self) -> months.MonthPlan:
         return months.plan_month(self.settings(), self.as_of, self.source or None, self.full_dump)
 
+    def published_by_another_run(self) -> bool:
+        """True when another run published this month (from this drop) while this one was scheduled."""
+        plan = self.plan()
+        published = months.published_months(plan.lake).get(self.as_of)
+        return published is not None and not months.changed_sources(plan, published)
+
+    def run_step(self, step) -> None:  # noqa: ANN001 - months.stage_one or months.merge_one
+        plan = self.plan()
+        with lakefs.month_lock(plan.lake, self.as_of, exclusive=False):
+            if self.published_by_another_run():
+                log.info("%s: month %s was published by another run meanwhile: nothing to do", self, self.as_of)
+                return
+            step(self.settings(), plan, self.table)
+
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
             return str(exception)
@@ -79,7 +94,7 @@ class StageTable(_MonthParams):
         return luigi.LocalTarget(str(self.plan().stage_dir(self.table) / "result.json"))
 
     def run(self) -> None:
-        months.stage_one(self.settings(), self.plan(), self.table)
+        self.run_step(months.stage_one)
 
 
 class MergeTable(_MonthParams):
@@ -98,7 +113,7 @@ class MergeTable(_MonthParams):
         return luigi.LocalTarget(str(self.plan().merge_dir(self.table) / "result.json"))
 
     def run(self) -> None:
-        months.merge_one(self.settings(), self.plan(), self.table)
+        self.run_step(months.merge_one)
 
 
 class Month(_MonthParams):

@@ -1,0 +1,31 @@
+"""Named points where a test can kill the pipeline process, to prove a crash anywhere is recoverable.
+
+``STREAMFLOW_FAILPOINT=<name>`` makes the process SIGKILL itself when it reaches that point: no
+cleanup, no finally blocks, no atexit: what a power cut or an OOM kill would leave. Unset (always, in
+production) it costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "STREAMFLOW_FAILPOINT"
+
+# Every point, in the order a month reaches them.
+POINTS = (
+    "staged",  # a table's typed drop written to the work folder
+    "merged",  # a table's snapshot written to the work folder
+    "staging_loaded",  # the month COPYed into PostgreSQL's staging schema
+    "checked",  # the Soda scan passed
+    "in_transaction",  # inside the publish transaction, every statement run, not yet committed
+    "committed",  # PostgreSQL committed, the lake not yet renamed
+    "lake_half_renamed",  # some of the lake's partitions renamed into place
+    "lake_published",  # every partition in place, staging schema not yet dropped
+    "manifest_written",  # the month is published; the work folder not yet removed
+)
+
+
+def failpoint(name: str) -> None:
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
