@@ -254,7 +254,14 @@ def shell(
             sys.stderr.write(f"error: {e}\n")
 
     while True:
-        line = prompt("streamflow> " if not buffer else "       ...> ")
+        try:
+            line = prompt("streamflow> " if not buffer else "       ...> ")
+        except KeyboardInterrupt:  # Ctrl-C drops the statement being typed, as psql does
+            if not interactive:
+                raise
+            out.write("\n")
+            buffer = []
+            continue
         if line is None:
             break
         stripped = line.strip()

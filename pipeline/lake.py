@@ -12,7 +12,8 @@ Views, for every table of sql/schema.sql:
   longer hold: changed, or the key left the snapshot; NULL for the current version). Consecutive
   published months with equal values are one version.
 
-plus ``runs``: one row per month the lake has a record of (published, or only failed attempts).
+plus the table ``runs``: one row per month the lake has a record of (published, or only failed
+attempts), read from the manifests when the connection is made.
 
 A month is read only when its manifest says it is published: a partition left by a crashed or
 failed run is never visible. The views read the partition files of those months by name, so they
