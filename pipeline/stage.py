@@ -181,6 +181,12 @@ def read_header(path: Path, table: Table) -> list[str]:
 # --- typing rules, one per declared type ------------------------------------------------------
 
 
+def _blank(value_sql: str) -> str:
+    """Only spaces, control and format characters (tabs, zero-width spaces, a BOM…): a key nobody can
+    see is as good as none. (trim() alone strips Unicode spaces but keeps tabs and line breaks.)"""
+    return f"regexp_full_match({value_sql}, '[\\pZ\\pC]*')"
+
+
 def _trimmed(column: str) -> str:
     return f"NULLIF(trim({quote(column)}), '')"
 
@@ -211,7 +217,7 @@ def bad_expr(col: Column) -> str:
     v = quote(col.name)
     too_long = f"length({v}) > {MAX_TEXT_CHARS}"
     if col.primary_key:
-        return f"({v} IS NULL OR trim({v}) = '' OR contains({v}, chr(0)) OR {too_long})"
+        return f"({v} IS NULL OR {_blank(v)} OR contains({v}, chr(0)) OR {too_long})"
     if col.pg_type == "TEXT":
         return f"coalesce(contains({v}, chr(0)) OR {too_long}, false)"
     t = _trimmed(col.name)
@@ -239,7 +245,8 @@ def reason_expr(col: Column) -> str:
             f"(a stray quote that swallowed the lines after it?)'")
     nul = f"WHEN contains({v}, chr(0)) THEN {literal(NUL_REASON)}"
     if col.primary_key:
-        return f"CASE WHEN {v} IS NULL OR trim({v}) = '' THEN 'empty {col.name}' {nul} ELSE {long} END"
+        return (f"CASE WHEN {v} IS NULL OR {_blank(v)} THEN 'empty {col.name} (blank, or only invisible "
+                f"characters)' {nul} ELSE {long} END")
     if col.pg_type == "TEXT":
         return f"CASE {nul} ELSE {long} END"
     return f"CASE {nul} ELSE {_typed_reason_expr(col)} END"

@@ -347,6 +347,7 @@ def bad_value(
 
 
 USAGE = "usage_agg_30d"
+EMPTY_ID = "empty user_id (blank, or only invisible characters)"
 BOOLEANS = "is not a boolean; accepted: True/False, true/false, t/f, 1/0, Yes/No"
 NUL = "contains a NUL byte (\\x00), which PostgreSQL cannot store; remove it from the export"
 NOT_UTF8 = "bytes that are not UTF-8 (Latin-1?); re-export the file as UTF-8"
@@ -494,9 +495,12 @@ CASES: list[Case] = [
     # --- keys
     rejected("empty user_id", "`user_id` is empty in `payments_agg_90d.csv`",
              _value("payments_agg_90d", 2, "user_id", ""),
-             row("payments_agg_90d", 4, "user_id", "empty user_id")),
+             row("payments_agg_90d", 4, "user_id", EMPTY_ID)),
     rejected("blank user_id", "`user_id` is three spaces", _value("payments_agg_90d", 2, "user_id", "   "),
-             row("payments_agg_90d", 4, "user_id", "empty user_id")),
+             row("payments_agg_90d", 4, "user_id", EMPTY_ID)),
+    rejected("invisible user_id", "`user_id` is a tab and a zero-width space",
+             _value("payments_agg_90d", 2, "user_id", "\t\u200b"), row("payments_agg_90d", 4, "user_id", EMPTY_ID),
+             why="a key nobody can see is as good as none"),
     rejected("duplicate user_id with conflicting rows",
              "rows 4 and 8 of `labels.csv` share a user_id, their labels differ",
              _duplicate_conflicting, row("labels", 5, "user_id", DUPLICATE.format("5, 9")),
