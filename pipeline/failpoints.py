@@ -11,6 +11,7 @@ import os
 import signal
 
 ENV = "STREAMFLOW_FAILPOINT"
+PAUSE_ENV = "STREAMFLOW_PAUSE"  # "<name>:<seconds>": sleep there instead (e.g. to restart PostgreSQL meanwhile)
 
 # Every point, in the order a month reaches them.
 POINTS = (
@@ -18,6 +19,7 @@ POINTS = (
     "merged",  # a table's snapshot written to the work folder
     "staging_loaded",  # the month COPYed into PostgreSQL's staging schema
     "checked",  # the Soda scan passed
+    "in_sync",  # inside the publish transaction, the advisory lock taken, nothing written yet
     "in_transaction",  # inside the publish transaction, every statement run, not yet committed
     "committed",  # PostgreSQL committed, the lake not yet renamed
     "lake_half_renamed",  # some of the lake's partitions renamed into place
@@ -29,3 +31,8 @@ POINTS = (
 def failpoint(name: str) -> None:
     if os.environ.get(ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_ENV, "")
+    if pause.partition(":")[0] == name:
+        import time
+
+        time.sleep(float(pause.partition(":")[2] or 5))

@@ -131,7 +131,7 @@ def sweep_month(lake: Lake, as_of: date) -> int:
     partitions: other months may be running). Call with the month's lock held."""
     removed = 0
     pattern = f"{TMP_PREFIX}{partition(as_of)}-*"
-    for folder in ("raw", "snapshots", "rejects", "training"):
+    for folder in ("raw", "snapshots", "rejects"):
         for path in (lake.root / folder).glob(f"*/{pattern}"):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

@@ -67,6 +67,20 @@ def connect(dsn: str, autocommit: bool = False) -> Iterator[psycopg.Connection]:
         conn.close()
 
 
+@contextmanager
+def connection_lost_is_clear(dsn: str, as_of: date) -> Iterator[None]:
+    """A server that goes away mid-month (restart, network) ends the run with one clear line. The open
+    transaction dies with the connection, so nothing of the month is visible; a rerun completes it."""
+    try:
+        yield
+    except psycopg.OperationalError as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise PostgresUnavailableError(
+            f"lost the connection to PostgreSQL at {describe(dsn)} while publishing {as_of}: {reason}. "
+            f"Nothing of the month was published; run it again once the server is back."
+        ) from None
+
+
 def server_version(conn: psycopg.Connection) -> str:
     return str(conn.execute("SHOW server_version").fetchone()[0])
 
@@ -110,10 +124,11 @@ def runs_table_ddl(pg_schema: str) -> sql.Composed:
 
 def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
     """Create the schema, live, snapshot and run tables and the profile view when missing."""
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(pg_schema)))
-    for statement in ddl.all_tables(schema, pg_schema):
-        conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
-    conn.execute(runs_table_ddl(pg_schema))
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(pg_schema)))
+        for statement in ddl.all_tables(schema, pg_schema):
+            conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
+        conn.execute(runs_table_ddl(pg_schema))
 
 
 def published_runs(conn: psycopg.Connection, pg_schema: str) -> dict[date, dict]:
@@ -193,6 +208,22 @@ def load_staging(
     and the drop volume figures the quality checks compare. Committed, so Soda can read it."""
     staged = StagedMonth(staging_schema(pg_schema, as_of))
     stage = staged.schema_name
+    with conn.transaction():
+        _load_staging(conn, duck, schema, stage, snapshot_files, changes_files, volume, scratch_dir, staged)
+    return staged
+
+
+def _load_staging(
+    conn: psycopg.Connection,
+    duck: duckdb.DuckDBPyConnection,
+    schema: Schema,
+    stage: str,
+    snapshot_files: dict[str, Path],
+    changes_files: dict[str, Path],
+    volume: list[dict],
+    scratch_dir: Path,
+    staged: StagedMonth,
+) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
     for table in schema.tables:
@@ -220,13 +251,10 @@ def load_staging(
                     "%(snapshot_rows)s, %(previous_snapshot_rows)s, %(deleted_rows)s)").format(volume_table),
             volume,
         )
-    conn.commit()
-    return staged
 
 
 def drop_staging(conn: psycopg.Connection, pg_schema: str, as_of: date) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(staging_schema(pg_schema, as_of))))
-    conn.commit()
 
 
 # --- the publish transaction ------------------------------------------------------------------
@@ -271,11 +299,15 @@ def publish(
     previous_as_of: date | None,
     run_row: dict,
 ) -> SyncResult:
-    """In ONE transaction: live upserts (only when this month is the newest), the month's snapshot rows,
+    """In ONE transaction (``conn`` must be in autocommit mode, so this block is a real BEGIN … COMMIT,
+    not a savepoint inside some open transaction): live upserts (only when this month is the newest), the month's snapshot rows,
     and its pipeline_runs row. Readers see the month all at once or not at all."""
     stage = staging_schema(pg_schema, as_of)
+    if not conn.autocommit:
+        raise ValueError("publish() needs an autocommit connection: its transaction must be the outermost")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [advisory_key(pg_schema)])
+        failpoint("in_sync")
         runs = _ident(pg_schema, RUNS_TABLE)
         live_as_of = conn.execute(
             sql.SQL("SELECT max(as_of) FROM {} WHERE status = %s").format(runs), [PUBLISHED]

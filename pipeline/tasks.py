@@ -11,6 +11,7 @@ whatever folder it came from.
 from __future__ import annotations
 
 import logging
+import shutil
 
 import luigi
 
@@ -66,7 +67,8 @@ class _MonthParams(luigi.Task):
         return months.plan_month(self.settings(), self.as_of, self.source or None, self.full_dump)
 
     def published_by_another_run(self) -> bool:
-        """True when another run published this month (from this drop) while this one was scheduled."""
+        """True when the month is published from this very drop (by another run, while this one was
+        scheduled): its intermediate steps have nothing left to do."""
         plan = self.plan()
         published = months.published_months(plan.lake).get(self.as_of)
         return published is not None and not months.changed_sources(plan, published)
@@ -93,6 +95,12 @@ class StageTable(_MonthParams):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.plan().stage_dir(self.table) / "result.json"))
 
+    def complete(self) -> bool:
+        # its data file leaves the work folder when the month is published (renamed into the lake)
+        folder = self.plan().stage_dir(self.table)
+        done = all((folder / name).exists() for name in ("result.json", "data.parquet"))
+        return done or self.published_by_another_run()
+
     def run(self) -> None:
         self.run_step(months.stage_one)
 
@@ -111,6 +119,11 @@ class MergeTable(_MonthParams):
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.plan().merge_dir(self.table) / "result.json"))
+
+    def complete(self) -> bool:
+        folder = self.plan().merge_dir(self.table)
+        done = all((folder / name).exists() for name in ("result.json", "data.parquet", "changes.parquet"))
+        return done or self.published_by_another_run()
 
     def run(self) -> None:
         self.run_step(months.merge_one)
@@ -146,6 +159,8 @@ class Month(_MonthParams):
         published = self._published()
         if published is None:
             return False
+        # a run killed after its manifest leaves its work folder: the month is done, so is its scratch
+        shutil.rmtree(Lake(self.settings().lake_root).work(self.as_of), ignore_errors=True)
         if self.as_dependency:
             return True
         try:
@@ -159,6 +174,9 @@ class Month(_MonthParams):
         published = self._published()
         if published is not None:
             changed = self._changed(published)
+            if not changed or self.as_dependency:
+                log.info("month %s was published by another run meanwhile: nothing to do", self.as_of)
+                return
             if not self.replace:
                 months.refuse_changed_published_month(plan, changed)
             log.info("replacing published month %s (%s changed)", self.as_of, ", ".join(changed))

@@ -97,12 +97,14 @@ def luigi_bin() -> str:
 
 
 @pytest.fixture
-def run_luigi(pipeline_env: dict[str, str]):
-    """Run ``luigi --module pipeline ARGS`` the way a person does, from the repository root."""
+def run_luigi(pipeline_env: dict[str, str], tmp_path: Path):
+    """Run ``luigi --module pipeline ARGS`` the way a person does, from the repository root. Luigi's
+    "already running" lock is kept per test, so tests running beside each other never collide on it."""
+    lock_dir = tmp_path / "luigi-locks"
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [luigi_bin(), "--module", "pipeline", *args],
+            [luigi_bin(), "--module", "pipeline", *args, "--lock-pid-dir", str(lock_dir)],
             cwd=PROJECT_ROOT, env={**pipeline_env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
         )
 
