@@ -1,0 +1,97 @@
+"""Access and limits (issue #5): a consumer role that can read but not write, secrets that never reach
+a log, and a drop larger than DuckDB's memory limit."""
+
+from __future__ import annotations
+
+import json
+
+import uuid
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pipeline.generate import generate_drops
+from pipeline.lakefs import Lake
+from pipeline.month import run_month
+from pipeline.schema import load_schema
+from tests.conftest import JAN, PROJECT_ROOT
+
+SCHEMA = load_schema()
+
+
+@pytest.fixture
+def own_database(pg_server_dsn: str):
+    """A database of its own, where the pipeline publishes into `public` as in production."""
+    name = f"streamflow_access_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(pg_server_dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute("DROP ROLE IF EXISTS streamflow_test_alice")
+        for _ in range(2):  # the role may still own privileges in other test databases; leave it then
+            try:
+                conn.execute("DROP ROLE IF EXISTS streamflow_reader")
+                break
+            except psycopg.errors.DependentObjectsStillExist:
+                break
+
+
+def test_consumer_role_reads_everything_and_writes_nothing(settings, own_database: str):
+    from pipeline.config import PostgresSettings
+
+    with psycopg.connect(own_database, autocommit=True) as admin:
+        admin.execute((PROJECT_ROOT / "sql" / "consumer_role.sql").read_text())  # before the first month, as in compose
+        admin.execute("DROP ROLE IF EXISTS streamflow_test_alice")
+        admin.execute("CREATE ROLE streamflow_test_alice LOGIN IN ROLE streamflow_reader")
+    run_month(settings.with_(postgres=PostgresSettings(dsn=own_database, schema="public")), JAN)
+    params = conninfo_to_dict(own_database)
+    params["user"] = "streamflow_test_alice"
+    with psycopg.connect(make_conninfo(**params), autocommit=True) as alice:
+        for table in ("users", "labels_snapshots", "pipeline_runs", "subscriptions_profile_snapshots"):
+            assert alice.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0] > 0
+        for statement in (
+            "INSERT INTO labels (user_id, churn_label) VALUES ('x', true)",
+            "UPDATE users SET user_gender = 'Male'",
+            "DELETE FROM pipeline_runs",
+            "TRUNCATE labels_snapshots",
+            "CREATE TABLE public.mine (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                alice.execute(statement)
+
+
+def test_the_password_never_reaches_a_log_or_the_lake(run_luigi, pg_dsn: str, lake_root: Path):
+    secret = f"pw-{uuid.uuid4().hex}"
+    params = conninfo_to_dict(pg_dsn)
+    env = {"POSTGRES_DSN": "", "POSTGRES_HOST": params.get("host") or "localhost",
+           "POSTGRES_PORT": str(params.get("port") or 5432), "POSTGRES_USER": params.get("user") or "postgres",
+           "POSTGRES_DB": params["dbname"], "POSTGRES_PASSWORD": secret}
+    ok = run_luigi("Month", "--as-of", JAN.isoformat(), "--log-level", "DEBUG", env=env)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    failed = run_luigi("Month", "--as-of", JAN.isoformat(), env={**env, "POSTGRES_PORT": "1"})
+    lake_text = "".join(p.read_text(errors="replace") for p in lake_root.rglob("*.json"))
+    for text in (ok.stdout, ok.stderr, failed.stdout, failed.stderr, lake_text):
+        assert secret not in text
+
+
+def test_a_drop_larger_than_duckdb_memory_limit_is_ingested(settings, tmp_path: Path):
+    """DuckDB works within duckdb_memory_limit and spills to <lake>/_tmp/duckdb beyond it."""
+    ((as_of, drop),) = generate_drops(tmp_path / "big", users=400_000, months=1, seed=3)
+    drop_bytes = sum(p.stat().st_size for p in drop.glob("*.csv"))
+    limit = "48MB"
+    assert drop_bytes > 48 * 1024 * 1024, drop_bytes
+    record = run_month(settings.with_(duckdb_memory_limit=limit, months={}), as_of, drop)
+    assert record["tables"]["users"]["rows"] == 400_000
+    users = duckdb.execute(f"SELECT count(*) FROM read_parquet('{Lake(settings.lake_root).snapshot_file('users', as_of)}')"
+                           ).fetchone()[0]
+    assert users == 400_000
+    assert (settings.lake_root / "_tmp" / "duckdb").is_dir()
+    assert json.loads(Lake(settings.lake_root).manifest(as_of).read_text())["status"] == "published"
+
