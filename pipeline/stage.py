@@ -376,61 +376,73 @@ def _explain_rejects(
     con: duckdb.DuckDBPyConnection, table: Table, path: Path, raw: str, rej_errors: str, header: list[str]
 ) -> list[Reject]:
     """The slow path, run only when something is wrong: line numbers, columns, reasons, raw text."""
-    # DuckDB numbers records in its reject table (header = 1, a blank line counts, a quoted field
-    # spanning lines does not) and gives no position at all for rows it parsed. The csv module splits
-    # records the same way and knows the physical line each one starts on; DuckDB keeps file order,
-    # so the n-th parsed row is the n-th record that is neither blank nor a structural reject.
-    spans = list(_record_spans(path))
-    structural: dict[int, Reject] = {}
+    structural: dict[int, tuple[str | None, str]] = {}  # record number -> column, reason
     for record, column, error_type, message in con.execute(
         f"SELECT line - 2, column_name, error_type::VARCHAR, error_message FROM {rej_errors} ORDER BY line"
     ).fetchall():
-        line, text, _ = spans[record] if 0 <= record < len(spans) else (0, "", False)
         reason = STRUCTURAL_REASONS.get(error_type, f"{error_type.lower()}: {message}")
-        structural.setdefault(record, Reject(line, column if error_type == "INVALID ENCODING" else None, reason, text))
-    row_lines = [(line, text) for record, (line, text, blank) in enumerate(spans)
-                 if record not in structural and not blank]
-
-    def where(rowid: int) -> tuple[int, str]:
-        return row_lines[rowid] if rowid < len(row_lines) else (0, "")
-
+        structural.setdefault(record, (column if error_type == "INVALID ENCODING" else None, reason))
     present = [c for c in table.columns if c.name in header]
-    reasons = ", ".join(
-        f"CASE WHEN {bad_expr(c)} THEN {reason_expr(c)} END" for c in present
-    )
+    reasons = ", ".join(f"CASE WHEN {bad_expr(c)} THEN {reason_expr(c)} END" for c in present)
     raw_table = f"raw_{table.name}"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {raw_table} AS SELECT * FROM "
         f"{_read_csv_sql(path, header, rej_errors + '_again', rej_errors + '_again_scans')}"
     )
-    cell_rejects = []
-    for rowid, reasons_row in con.execute(
-        f"SELECT rowid, [{reasons}] FROM {raw_table} WHERE {' OR '.join(bad_expr(c) for c in present)} ORDER BY rowid"
-    ).fetchall():
-        line, text = where(rowid)
-        for column, reason in zip([c.name for c in present], reasons_row, strict=True):
-            if reason is not None:
-                cell_rejects.append(Reject(line=line, column=column, reason=reason, raw=text))
+    bad_cells = con.execute(
+        f"SELECT rowid, [{reasons}] FROM {raw_table} WHERE {' OR '.join(bad_expr(c) for c in present)} "
+        f"ORDER BY rowid"
+    ).fetchall()
     key = quote(table.key)
     duplicates = con.execute(
         f"SELECT rowid, {key}, count(*) OVER (PARTITION BY {key}) FROM {raw_table} WHERE {key} IN "
         f"(SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1) ORDER BY rowid"
     ).fetchall()
+    con.execute(f"DROP TABLE {raw_table}")
+    at_record, at_row = _locate(path, set(structural), {r[0] for r in bad_cells} | {r[0] for r in duplicates})
+    rejects = []
+    for record, (column, reason) in structural.items():
+        line, text = at_record.get(record, (0, ""))
+        rejects.append(Reject(line, column, reason, text))
+    names = [c.name for c in present]
+    for rowid, reasons_row in bad_cells:
+        line, text = at_row.get(rowid, (0, ""))
+        rejects += [Reject(line, column, reason, text)
+                    for column, reason in zip(names, reasons_row, strict=True) if reason is not None]
     dup_lines: dict[str, list[int]] = {}
     for rowid, user_id, _ in duplicates:
-        dup_lines.setdefault(user_id, []).append(where(rowid)[0])
-    dup_rejects = [
-        Reject(
-            line=where(rowid)[0],
-            column=table.key,
-            reason=f"{table.key} {user_id!r} appears {count} times (lines "
-            f"{', '.join(map(str, dup_lines[user_id]))}); a drop holds one row per {table.key}",
-            raw=where(rowid)[1],
-        )
-        for rowid, user_id, count in duplicates
-    ]
-    con.execute(f"DROP TABLE {raw_table}")
-    return sorted([*structural.values(), *cell_rejects, *dup_rejects], key=lambda r: r.line)
+        dup_lines.setdefault(user_id, []).append(at_row.get(rowid, (0, ""))[0])
+    for rowid, user_id, count in duplicates:
+        line, text = at_row.get(rowid, (0, ""))
+        reason = (f"{table.key} {user_id!r} appears {count} times (lines {', '.join(map(str, dup_lines[user_id]))}); "
+                  f"a drop holds one row per {table.key}")
+        rejects.append(Reject(line, table.key, reason, text))
+    return sorted(rejects, key=lambda r: r.line)
+
+
+def _locate(
+    path: Path, records: set[int], rows: set[int]
+) -> tuple[dict[int, tuple[int, str]], dict[int, tuple[int, str]]]:
+    """(line, raw text) of the wanted records (DuckDB's reject numbering) and parsed rows (rowid).
+
+    DuckDB numbers records in its reject table (header = 1, a blank line counts, a quoted field
+    spanning lines does not) and gives no position for the rows it parsed. The csv module splits
+    records the same way and knows the physical line each one starts on; DuckDB keeps file order,
+    so parsed row n is the n-th record that is neither blank nor a structural reject. One pass,
+    keeping only what is wanted: the file may be far larger than memory."""
+    at_record: dict[int, tuple[int, str]] = {}
+    at_row: dict[int, tuple[int, str]] = {}
+    rowid, last_record, last_row = 0, max(records, default=-1), max(rows, default=-1)
+    for record, (line, text, blank) in enumerate(_record_spans(path)):
+        if record > last_record and rowid > last_row:
+            break  # everything wanted is found
+        if record in records:
+            at_record[record] = (line, text)
+        elif not blank:
+            if rowid in rows:
+                at_row[rowid] = (line, text)
+            rowid += 1
+    return at_record, at_row
 
 
 def _record_spans(path: Path) -> Iterator[tuple[int, str, bool]]:
