@@ -41,6 +41,7 @@ MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size, and the csv module's field l
 # inside the publish transaction; 500 characters is at most 2,000 bytes of UTF-8.
 MAX_TEXT_CHARS = 500
 MAX_RAW_CHARS = 1 << 16  # the raw text a reject keeps; a record swallowed by a stray quote can be huge
+ISO_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
 NUL_REASON = "contains a NUL byte (\\x00), which PostgreSQL cannot store; remove it from the export"
 # DuckDB's reject error types, said the way a person fixing the export needs to hear them.
 STRUCTURAL_REASONS = {
@@ -106,7 +107,8 @@ def drop_file(drop_dir: Path, table: Table) -> Path:
     if not path.exists() and not path.is_symlink():
         present = sorted(p.name for p in drop_dir.glob("*.csv"))
         raise DropError(
-            f"{path}: missing file; a drop needs {table.name}.csv (found: {', '.join(present) or 'no CSV files'})"
+            f"{path}: missing file; a drop needs {table.name}.csv "
+            f"(found: {', '.join(present) or 'no CSV files'})"
         )
     resolved = path.resolve()
     if not resolved.is_relative_to(drop_dir.resolve()):
@@ -162,7 +164,9 @@ def read_header(path: Path, table: Table) -> list[str]:
                 )
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise DropError(f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}")
+        raise DropError(
+            f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}"
+        )
     unknown = [n if n else "'' (an empty name: a trailing comma?)" for n in names if n not in expected]
     missing = [n for n in table.required_columns if n not in names]
     problems = []
@@ -228,8 +232,10 @@ def bad_expr(col: Column) -> str:
         cond = f"NOT regexp_full_match({t}, '[+-]?[0-9]+') OR TRY_CAST({t} AS {col.duckdb_type}) IS NULL"
     elif col.pg_type == "DATE":
         # There is no year 0: DuckDB would read 0000 as 1 BC and publish a date the export never said.
-        cond = (f"NOT regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') OR TRY_CAST({t} AS DATE) IS NULL "
-                f"OR starts_with({t}, '0000')")
+        cond = (
+            f"NOT regexp_full_match({t}, '{ISO_DATE}') OR TRY_CAST({t} AS DATE) IS NULL "
+            f"OR starts_with({t}, '0000')"
+        )
     elif col.pg_type == "NUMERIC":
         cond = f"NOT regexp_full_match({t}, {literal(_numeric_pattern(col))})"
     else:  # pragma: no cover - schema.py only lets the types above through
@@ -241,12 +247,16 @@ def reason_expr(col: Column) -> str:
     """Why a bad value is bad, in words (only evaluated for bad rows)."""
     v = quote(col.name)
     shown = f"'\"' || left({v}, 40) || CASE WHEN length({v}) > 40 THEN '…' ELSE '' END || '\"'"
-    long = (f"{shown} || ' is ' || length({v}) || ' characters long; a {col.name} has at most {MAX_TEXT_CHARS} "
-            f"(a stray quote that swallowed the lines after it?)'")
+    long = (
+        f"{shown} || ' is ' || length({v}) || ' characters long; a {col.name} has at most {MAX_TEXT_CHARS} "
+        f"(a stray quote that swallowed the lines after it?)'"
+    )
     nul = f"WHEN contains({v}, chr(0)) THEN {literal(NUL_REASON)}"
     if col.primary_key:
-        return (f"CASE WHEN {v} IS NULL OR {_blank(v)} THEN 'empty {col.name} (blank, or only invisible "
-                f"characters)' {nul} ELSE {long} END")
+        return (
+            f"CASE WHEN {v} IS NULL OR {_blank(v)} THEN 'empty {col.name} (blank, or only invisible "
+            f"characters)' {nul} ELSE {long} END"
+        )
     if col.pg_type == "TEXT":
         return f"CASE {nul} ELSE {long} END"
     return f"CASE {nul} ELSE {_typed_reason_expr(col)} END"
@@ -259,21 +269,25 @@ def _typed_reason_expr(col: Column) -> str:
         return f"{shown} || ' is not a boolean; accepted: True/False, true/false, t/f, 1/0, Yes/No'"
     if col.pg_type == "DATE":
         return (
-            f"CASE WHEN starts_with({t}, '0000') THEN {shown} || ' is not a calendar date (there is no year 0)' "
-            f"WHEN regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+            f"CASE WHEN starts_with({t}, '0000') "
+            f"THEN {shown} || ' is not a calendar date (there is no year 0)' "
+            f"WHEN regexp_full_match({t}, '{ISO_DATE}') "
             f"THEN {shown} || ' is not a calendar date' "
             f"ELSE {shown} || ' is not an ISO date (YYYY-MM-DD)' END"
         )
     common = (
-        f"WHEN lower(trim({t}, '+-')) IN ('nan', 'inf', 'infinity') THEN {shown} || ' is not a finite number' "
+        f"WHEN lower(trim({t}, '+-')) IN ('nan', 'inf', 'infinity') "
+        f"THEN {shown} || ' is not a finite number' "
         f"WHEN regexp_matches({t}, '[0-9.][eE][+-]?[0-9]') "
         f"THEN {shown} || ' uses exponent notation; write the plain number' "
-        f"WHEN regexp_matches({t}, '[0-9],[0-9]') THEN {shown} || ' has a thousands separator; write the plain number' "
+        f"WHEN regexp_matches({t}, '[0-9],[0-9]') "
+        f"THEN {shown} || ' has a thousands separator; write the plain number' "
     )
     if col.pg_type in ("INT", "BIGINT"):
         return (
             f"CASE {common}"
-            f"WHEN regexp_full_match({t}, '[+-]?[0-9]+') THEN {shown} || ' is out of range for {col.pg_type}' "
+            f"WHEN regexp_full_match({t}, '[+-]?[0-9]+') "
+            f"THEN {shown} || ' is out of range for {col.pg_type}' "
             f"ELSE {shown} || ' is not a whole number' END"
         )
     scale, whole = col.numeric_scale, col.numeric_precision - col.numeric_scale
@@ -281,7 +295,8 @@ def _typed_reason_expr(col: Column) -> str:
         f"CASE {common}"
         f"WHEN regexp_full_match({t}, '[+-]?[0-9]*\\.[0-9]{{{scale + 1},}}') THEN {shown} || ' has more than "
         f"{scale} decimal places; the lake keeps NUMERIC exactly and will not round it' "
-        f"WHEN regexp_full_match({t}, '[+-]?[0-9]+(\\.[0-9]*)?') THEN {shown} || ' has more than {whole} digits "
+        f"WHEN regexp_full_match({t}, '[+-]?[0-9]+(\\.[0-9]*)?') "
+        f"THEN {shown} || ' has more than {whole} digits "
         f"before the decimal point' "
         f"ELSE {shown} || ' is not a number' END"
     )
@@ -295,7 +310,8 @@ def _read_csv_sql(path: Path, header: list[str], rejects_table: str, rejects_sca
     return (
         f"read_csv({literal(str(path))}, columns = {columns}, header = true, auto_detect = false, "
         f"delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
-        f"store_rejects = true, rejects_table = {literal(rejects_table)}, rejects_scan = {literal(rejects_scan)}, "
+        f"store_rejects = true, rejects_table = {literal(rejects_table)}, "
+        f"rejects_scan = {literal(rejects_scan)}, "
         f"max_line_size = 4194304)"
     )
 
@@ -322,7 +338,11 @@ def stage_table(
     raw, rej_errors, rej_scans = f"typed_{name}", f"rejects_{name}", f"reject_scans_{name}"
     present = [c for c in table.columns if c.name in header]
     select = ", ".join(
-        (f"{typed_expr(c)} AS {quote(c.name)}" if c.name in header else f"NULL::{c.duckdb_type} AS {quote(c.name)}")
+        (
+            f"{typed_expr(c)} AS {quote(c.name)}"
+            if c.name in header
+            else f"NULL::{c.duckdb_type} AS {quote(c.name)}"
+        )
         for c in table.columns
     )
     bad = " OR ".join(bad_expr(c) for c in present)
@@ -332,7 +352,9 @@ def stage_table(
             f"FROM {_read_csv_sql(path, header, rej_errors, rej_scans)}"
         )
     except duckdb.Error as e:
-        raise DropError(f"{path}: DuckDB could not read the file: {_first_line(e)}; {HOW_TO_FIX_FILE}") from None
+        raise DropError(
+            f"{path}: DuckDB could not read the file: {_first_line(e)}; {HOW_TO_FIX_FILE}"
+        ) from None
     key = quote(table.key)
     parsed, bad_rows, duplicate_rows = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE _bad), "
@@ -351,18 +373,33 @@ def stage_table(
         rejected_rows = len({r.line for r in rejects})
         ratio = rejected_rows / total
         if ratio > max_reject_ratio:
-            raise RejectedRowsError(_rejects_message(path, rejects, rejected_rows, total, rejects_dir, max_reject_ratio))
-        log.warning("%s: %d of %d rows rejected (allowed up to %.1f%%), see %s", path, rejected_rows, total,
-                    100 * max_reject_ratio, rejects_dir)
+            raise RejectedRowsError(
+                _rejects_message(path, rejects, rejected_rows, total, rejects_dir, max_reject_ratio)
+            )
+        log.warning(
+            "%s: %d of %d rows rejected (allowed up to %.1f%%), see %s",
+            path,
+            rejected_rows,
+            total,
+            100 * max_reject_ratio,
+            rejects_dir,
+        )
     source = SourceFile(name=path.name, size=path.stat().st_size, sha256=sha256_of(path), rows=total)
     columns = ", ".join(quote(c) for c in table.column_names)
-    keep = f"NOT _bad AND {key} NOT IN (SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1)"
+    duplicated = f"SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1"
+    keep = f"NOT _bad AND {key} NOT IN ({duplicated})"
     with lakefs.atomic_file(out_file) as tmp:
-        con.execute(f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} "
-                    f"(FORMAT parquet, COMPRESSION zstd)")
+        con.execute(
+            f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} "
+            f"(FORMAT parquet, COMPRESSION zstd)"
+        )
     con.execute(f"DROP TABLE {raw}")
     result = StageResult(
-        table=name, source=source, rows=total - rejected_rows, rejected=rejected_rows, missing_columns=missing,
+        table=name,
+        source=source,
+        rows=total - rejected_rows,
+        rejected=rejected_rows,
+        missing_columns=missing,
         seconds=round(time.perf_counter() - started, 3),
     )
     return result
@@ -407,15 +444,21 @@ def _explain_rejects(
     names = [c.name for c in present]
     for rowid, reasons_row in bad_cells:
         line, text = at_row.get(rowid, (0, ""))
-        rejects += [Reject(line, column, reason, text)
-                    for column, reason in zip(names, reasons_row, strict=True) if reason is not None]
+        rejects += [
+            Reject(line, column, reason, text)
+            for column, reason in zip(names, reasons_row, strict=True)
+            if reason is not None
+        ]
     dup_lines: dict[str, list[int]] = {}
     for rowid, user_id, _ in duplicates:
         dup_lines.setdefault(user_id, []).append(at_row.get(rowid, (0, ""))[0])
     for rowid, user_id, count in duplicates:
         line, text = at_row.get(rowid, (0, ""))
-        reason = (f"{table.key} {user_id!r} appears {count} times (lines {', '.join(map(str, dup_lines[user_id]))}); "
-                  f"a drop holds one row per {table.key}")
+        reason = (
+            f"{table.key} {user_id!r} appears {count} times "
+            f"(lines {', '.join(map(str, dup_lines[user_id]))}); "
+            f"a drop holds one row per {table.key}"
+        )
         rejects.append(Reject(line, table.key, reason, text))
     return sorted(rejects, key=lambda r: r.line)
 
@@ -516,7 +559,9 @@ def _rejects_message(
         for r in rejects[:MAX_LISTED_REJECTS]
     )
     more = f"\n  … and {len(rejects) - MAX_LISTED_REJECTS} more" if len(rejects) > MAX_LISTED_REJECTS else ""
-    allowed = "any reject fails the month" if max_ratio == 0 else f"at most {100 * max_ratio:g}% may be rejected"
+    allowed = (
+        "any reject fails the month" if max_ratio == 0 else f"at most {100 * max_ratio:g}% may be rejected"
+    )
     return (
         f"{path}: {rows} of {total} rows rejected ({allowed}):\n{listed}{more}\n"
         f"All rejects: {rejects_dir / 'rejects.parquet'}. Fix the export and run the month again "
