@@ -80,6 +80,20 @@ def partition_name(table: Table, as_of: date) -> str:
     return f"{table.name}{SNAPSHOT_SUFFIX}_{as_of:%Y%m%d}"
 
 
+def standalone_partition(table: Table, schema: str, as_of: date) -> str:
+    """The month's partition as a plain table with the snapshot table's columns and no index yet: it is
+    filled first, then gets its primary key in one sorted build, then is attached."""
+    create = sqlglot.parse_one("CREATE TABLE t (x INT)", read=PG)
+    create.this.set("this", _table(partition_name(table, as_of), schema))
+    as_of_column = _not_null(exp.ColumnDef(this=exp.to_identifier(AS_OF, quoted=True), kind=exp.DataType.build("DATE")))
+    columns = _bare_columns(table)
+    for column in columns:
+        if column.name == table.key:
+            _not_null(column)
+    create.this.set("expressions", [*columns, as_of_column])
+    return create.sql(PG)
+
+
 def snapshot_partition(table: Table, schema: str, as_of: date) -> str:
     create = sqlglot.parse_one(f"CREATE TABLE IF NOT EXISTS p PARTITION OF t FOR VALUES IN ('{as_of.isoformat()}')",
                                read=PG)

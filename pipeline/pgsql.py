@@ -323,6 +323,7 @@ def publish(
         started = time.perf_counter()
         for table in schema.tables:
             result.snapshot_rows[table.name] = _sync_snapshot(conn, table, pg_schema, stage, as_of)
+        log.info("snapshot tables: %d rows for %s", sum(result.snapshot_rows.values()), as_of)
         result.seconds["snapshots"] = round(time.perf_counter() - started, 3)
         columns = list(run_row)
         conn.execute(
@@ -363,12 +364,22 @@ def _sync_live(
             sources[table.name] = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), staged)
     to_write = sum(conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS s").format(q)).fetchone()[0]
                    for q in sources.values())
-    foreign_keys = _drop_foreign_keys(conn, schema, pg_schema) if to_write > BULK_WRITE_ROWS else []
+    bulk = to_write > BULK_WRITE_ROWS
+    log.info("live tables: %d rows to write%s", to_write, " (bulk: keys dropped and rebuilt)" if bulk else "")
+    empty = {t.name for t in schema.tables if bulk and _is_empty(conn, _ident(pg_schema, t.name))}
+    # Foreign keys first (they depend on the keys), then the primary keys of tables that are empty: an empty
+    # table is filled by a plain INSERT and gets its key in one sorted build afterwards.
+    dropped = _drop_constraints(conn, schema, pg_schema, "f", schema.table_names) if bulk else []
+    dropped += _drop_constraints(conn, schema, pg_schema, "p", [t for t in schema.table_names if t in empty])
     counts: dict[str, dict[str, int]] = {}
     for table in schema.tables:  # the root (users) first: the others reference it
-        cur = conn.execute(upsert_sql(_ident(pg_schema, table.name), table.column_names, [table.key],
-                                      sources[table.name]))
-        counts[table.name] = {"written": cur.rowcount, "deleted": 0}
+        live = _ident(pg_schema, table.name)
+        if table.name in empty:
+            statement = sql.SQL("INSERT INTO {} ({}) {}").format(live, _columns(table.column_names),
+                                                                 sources[table.name])
+        else:
+            statement = upsert_sql(live, table.column_names, [table.key], sources[table.name])
+        counts[table.name] = {"written": conn.execute(statement).rowcount, "deleted": 0}
     for table in reversed(schema.tables):  # delete children before the users they reference
         key = _ident(table.key)
         live = _ident(pg_schema, table.name)
@@ -380,22 +391,29 @@ def _sync_live(
                 key, live, key, _ident(stage, table.name))
         cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} IN ({})").format(live, key, gone))
         counts[table.name]["deleted"] = cur.rowcount
-    for table, name, definition in foreign_keys:  # validated again, whole table at once
+    for table, name, definition in reversed(dropped):  # keys first, then references, each validated at once
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, _ident(name), sql.SQL(definition)))
     return counts
 
 
-def _drop_foreign_keys(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> list[tuple]:
-    """Drop the live tables' foreign keys; returns (table, name, definition as PostgreSQL prints it)."""
+def _is_empty(conn: psycopg.Connection, table: sql.Identifier) -> bool:
+    return conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[0]
+
+
+def _drop_constraints(
+    conn: psycopg.Connection, schema: Schema, pg_schema: str, kind: str, tables: list[str]
+) -> list[tuple]:
+    """Drop the constraints of one kind ('f' foreign key, 'p' primary key) of some live tables; returns
+    (table, name, definition as PostgreSQL prints it) to add them back. SQL text from the catalog only."""
     dropped = []
-    for table in schema.tables:
-        live = _ident(pg_schema, table.name)
+    for name in tables:
+        live = _ident(pg_schema, schema.table(name).name)
         rows = conn.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype = 'f' ORDER BY conname", [f'"{pg_schema}"."{table.name}"']).fetchall()
-        for name, definition in rows:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(live, _ident(name)))
-            dropped.append((live, name, definition))
+            "AND contype = %s ORDER BY conname", [f'"{pg_schema}"."{name}"', kind]).fetchall()
+        for constraint, definition in rows:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(live, _ident(constraint)))
+            dropped.append((live, constraint, definition))
     return dropped
 
 
@@ -409,9 +427,15 @@ def _sync_snapshot(conn: psycopg.Connection, table: Table, pg_schema: str, stage
     source = sql.SQL("SELECT {}, {}::date FROM {}").format(
         _columns(table.column_names), sql.Literal(as_of), _ident(stage, table.name))
     if exists is None:
-        conn.execute(ddl.snapshot_partition(table, pg_schema, as_of))  # type: ignore[arg-type]
-        cur = conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(_ident(pg_schema, partition),
-                                                                    _columns(names), source))
+        # A new month: fill a plain table, build its key in one pass (5x faster than maintaining the index
+        # row by row), then attach it; PostgreSQL adopts the index as the partition's primary key.
+        part = _ident(pg_schema, partition)
+        conn.execute(ddl.standalone_partition(table, pg_schema, as_of))  # type: ignore[arg-type]
+        cur = conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(part, _columns(names), source))
+        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(part, _ident(table.key),
+                                                                                _ident(ddl.AS_OF)))
+        conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+            target, part, sql.Literal(as_of)))
         return cur.rowcount
     cur = conn.execute(upsert_sql(target, names, [table.key, ddl.AS_OF], source))
     written = cur.rowcount

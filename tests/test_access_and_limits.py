@@ -18,7 +18,7 @@ from pipeline.generate import generate_drops
 from pipeline.lakefs import Lake
 from pipeline.month import run_month
 from pipeline.schema import load_schema
-from tests.conftest import JAN, PROJECT_ROOT
+from tests.conftest import JAN, PROJECT_ROOT, fresh_database
 
 SCHEMA = load_schema()
 
@@ -26,21 +26,14 @@ SCHEMA = load_schema()
 @pytest.fixture
 def own_database(pg_server_dsn: str):
     """A database of its own, where the pipeline publishes into `public` as in production."""
-    name = f"streamflow_access_{uuid.uuid4().hex[:8]}"
+    with fresh_database(pg_server_dsn, "streamflow_access") as dsn:
+        yield dsn
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(pg_server_dsn)
-    params["dbname"] = name
-    yield make_conninfo(**params)
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute("DROP ROLE IF EXISTS streamflow_test_alice")
-        for _ in range(2):  # the role may still own privileges in other test databases; leave it then
-            try:
-                conn.execute("DROP ROLE IF EXISTS streamflow_reader")
-                break
-            except psycopg.errors.DependentObjectsStillExist:
-                break
+        try:
+            conn.execute("DROP ROLE IF EXISTS streamflow_reader")
+        except psycopg.errors.DependentObjectsStillExist:
+            pass  # it holds privileges in another database of this server: leave it there
 
 
 def test_consumer_role_reads_everything_and_writes_nothing(settings, own_database: str):

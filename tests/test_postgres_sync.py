@@ -242,3 +242,26 @@ def test_embedded_postgres_when_none_is_configured(lake_root: Path, pipeline_env
 
         stop_embedded(lake_root)
     assert os.path.isdir(lake_root / "_postgres")
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk-write", "row-by-row"])
+def test_both_live_write_paths_give_the_snapshot_and_keep_every_constraint(bulk, settings, pg, pg_schema, monkeypatch):
+    """A big write drops the live keys and rebuilds them validated; a small one upserts row by row.
+    Either way live equals the snapshot and every declared key and reference is back in place."""
+    from pipeline import pgsql
+
+    monkeypatch.setattr(pgsql, "BULK_WRITE_ROWS", 0 if bulk else 10**9)
+    for as_of in (JAN, FEB):
+        run_month(settings, as_of)
+    for table in SCHEMA.table_names:
+        assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, FEB), table
+    constraints = pg.execute(
+        "SELECT conrelid::regclass::text, contype, convalidated FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s AND contype IN ('p', 'f') "
+        "AND conrelid::regclass::text NOT LIKE '%%snapshots%%' AND conrelid::regclass::text NOT LIKE '%%pipeline_runs'",
+        [pg_schema]).fetchall()
+    kinds = sorted((name.split(".")[-1].strip('"'), kind) for name, kind, _ in constraints)
+    expected = sorted([(t.name, "p") for t in SCHEMA.tables]
+                      + [(t.name, "f") for t in SCHEMA.tables if any(c.references for c in t.columns)])
+    assert kinds == expected
+    assert all(valid for *_, valid in constraints)
