@@ -219,6 +219,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
         timings["load_staging"] = round(time.perf_counter() - t0, 3)
         failpoint("staging_loaded")
         root = schema.root.name
+        log.info("quality gate: running Soda checks on staging schema %s", staged.schema_name)
         report = quality.run_checks(
             dsn, schema, staged.schema_name, plan.as_of,
             {
@@ -244,6 +245,8 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
             manifest.write_attempt(plan.lake, record)
             quality.raise_if_failed(report, plan.as_of)
         failpoint("checked")
+        log.info("publishing %s into PostgreSQL %s (schema %s) in one transaction", plan.as_of,
+                 pgsql.describe(dsn), pg_schema)
         t0 = time.perf_counter()
         sync = pgsql.publish(conn, schema, pg_schema, plan.as_of, plan.previous,
                              manifest.run_row(record, finished_at=datetime.now(UTC)))
