@@ -23,8 +23,14 @@ AS_OF = "as_of"
 PROFILE_VIEW = "subscriptions_profile_snapshots"
 PROFILE_SOURCE = "subscriptions"
 PROFILE_COLUMNS = (
-    "user_id", AS_OF, "months_active", "monthly_fee", "paperless_billing", "plan_stream_tv",
-    "plan_stream_movies", "net_service",
+    "user_id",
+    AS_OF,
+    "months_active",
+    "monthly_fee",
+    "paperless_billing",
+    "plan_stream_tv",
+    "plan_stream_movies",
+    "net_service",
 )
 
 
@@ -95,8 +101,9 @@ def standalone_partition(table: Table, schema: str, as_of: date) -> str:
 
 
 def snapshot_partition(table: Table, schema: str, as_of: date) -> str:
-    create = sqlglot.parse_one(f"CREATE TABLE IF NOT EXISTS p PARTITION OF t FOR VALUES IN ('{as_of.isoformat()}')",
-                               read=PG)
+    create = sqlglot.parse_one(
+        f"CREATE TABLE IF NOT EXISTS p PARTITION OF t FOR VALUES IN ('{as_of.isoformat()}')", read=PG
+    )
     create.set("this", _table(partition_name(table, as_of), schema))
     create.find(exp.PartitionedOfProperty).set("this", _table(table.name + SNAPSHOT_SUFFIX, schema))
     return create.sql(PG)

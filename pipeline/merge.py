@@ -66,11 +66,9 @@ def merge_table(
     """Write the snapshot ``previous ⊕ drop`` to ``snapshot_file`` and the live changes to ``changes_file``."""
     started = time.perf_counter()
     key = quote(table.key)
-    drop = f"{read_parquet(drop_file)}"
-    if previous_file is None:
-        previous = f"(SELECT * FROM {drop} LIMIT 0)"
-    else:
-        previous = f"{read_parquet(previous_file)}"
+    drop = read_parquet(drop_file)
+    # the first month merges with an empty previous snapshot of the same columns
+    previous = f"(SELECT * FROM {drop} LIMIT 0)" if previous_file is None else read_parquet(previous_file)
     same = " AND ".join(f"d.{quote(c.name)} IS NOT DISTINCT FROM p.{quote(c.name)}" for c in table.value_columns)
     gone = "deleted" if full_dump else "carried"
     values = ", ".join(
@@ -83,7 +81,7 @@ def merge_table(
         SELECT coalesce(d.{key}, p.{key}) AS {key}, {values},
                CASE WHEN d.{key} IS NULL THEN '{gone}'
                     WHEN p.{key} IS NULL THEN 'inserted'
-                    WHEN {same or 'true'} THEN 'unchanged'
+                    WHEN {same or "true"} THEN 'unchanged'
                     ELSE 'updated' END AS _change
         FROM {drop} AS d FULL OUTER JOIN {previous} AS p ON d.{key} = p.{key}"""
     )

@@ -23,9 +23,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import duck, lakefs, manifest, pgsql, quality
-from pipeline.failpoints import failpoint
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PublishedMonthError
+from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
 from pipeline.stage import SourceFile, StageResult, drop_file, fingerprint, sha256_of, stage_table
@@ -107,7 +107,12 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     out = plan.stage_dir(table_name)
     with duck.connect(settings) as con:
         result = stage_table(
-            con, table, plan.source, plan.as_of, out / "data.parquet", plan.lake.rejects(table_name, plan.as_of),
+            con,
+            table,
+            plan.source,
+            plan.as_of,
+            out / "data.parquet",
+            plan.lake.rejects(table_name, plan.as_of),
             settings.max_reject_ratio,
         )
     lakefs.write_text_atomic(out / "result.json", result.to_json())
@@ -129,13 +134,19 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     out = plan.merge_dir(table_name)
     with duck.connect(settings) as con:
         result = merge_table(
-            con, table, plan.stage_dir(table_name) / "data.parquet", previous, out / "data.parquet",
-            out / "changes.parquet", full_dump=plan.full_dump,
+            con,
+            table,
+            plan.stage_dir(table_name) / "data.parquet",
+            previous,
+            out / "data.parquet",
+            out / "changes.parquet",
+            full_dump=plan.full_dump,
         )
     lakefs.write_text_atomic(out / "result.json", result.to_json())
     failpoint("merged")
-    _log_stage("merge", table_name, result.rows, result.seconds,
-                " ".join(f"{k}={v}" for k, v in result.counts.items() if v))
+    _log_stage(
+        "merge", table_name, result.rows, result.seconds, " ".join(f"{k}={v}" for k, v in result.counts.items() if v)
+    )
     return result
 
 
@@ -183,8 +194,11 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     with lakefs.month_lock(plan.lake, plan.as_of):
         published = published_months(plan.lake).get(plan.as_of)
         if published is not None and not options.republish and not changed_sources(plan, published):
-            log.info("month %s was published by another run meanwhile (run %s): nothing to do", plan.as_of,
-                     published["run_id"])
+            log.info(
+                "month %s was published by another run meanwhile (run %s): nothing to do",
+                plan.as_of,
+                published["run_id"],
+            )
             return published
         lakefs.sweep_month(plan.lake, plan.as_of)
         return _publish_locked(settings, plan, options)
@@ -194,8 +208,12 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     schema = load_schema()
     started_at = datetime.now(UTC)
     run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    stages = {t.name: StageResult.from_json((plan.stage_dir(t.name) / "result.json").read_text()) for t in schema.tables}
-    merges = {t.name: MergeResult.from_json((plan.merge_dir(t.name) / "result.json").read_text()) for t in schema.tables}
+    stages = {
+        t.name: StageResult.from_json((plan.stage_dir(t.name) / "result.json").read_text()) for t in schema.tables
+    }
+    merges = {
+        t.name: MergeResult.from_json((plan.merge_dir(t.name) / "result.json").read_text()) for t in schema.tables
+    }
     _check_deletions(settings, plan, schema, merges, options)
     previous_manifest = published_months(plan.lake).get(plan.previous) if plan.previous else None
     timings: dict[str, float] = {
@@ -205,12 +223,19 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     dsn = pgsql.resolve_dsn(settings.postgres, settings.lake_root)
     pg_schema = settings.postgres.schema
     # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
-    with pgsql.connect(dsn, autocommit=True) as conn, duck.connect(settings) as con, \
-            pgsql.connection_lost_is_clear(dsn, plan.as_of):
+    with (
+        pgsql.connect(dsn, autocommit=True) as conn,
+        duck.connect(settings) as con,
+        pgsql.connection_lost_is_clear(dsn, plan.as_of),
+    ):
         pgsql.ensure_tables(conn, schema, pg_schema)
         t0 = time.perf_counter()
         staged = pgsql.load_staging(
-            conn, con, schema, pg_schema, plan.as_of,
+            conn,
+            con,
+            schema,
+            pg_schema,
+            plan.as_of,
             {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names},
             {t: plan.merge_dir(t) / "changes.parquet" for t in schema.table_names},
             _volume_rows(schema, stages, merges, previous_manifest),
@@ -221,7 +246,10 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
         root = schema.root.name
         log.info("quality gate: running Soda checks on staging schema %s", staged.schema_name)
         report = quality.run_checks(
-            dsn, schema, staged.schema_name, plan.as_of,
+            dsn,
+            schema,
+            staged.schema_name,
+            plan.as_of,
             {
                 "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
                 "VOLUME_RATIO": repr(settings.volume_change_ratio),
@@ -229,27 +257,45 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
         )
         timings["checks"] = report.seconds
         record = manifest.build(
-            plan=plan, run_id=run_id, stages=stages, merges=merges, checks=report.summary(),
-            timings=timings, started_at=started_at, postgres=pgsql.describe(dsn), pg_schema=pg_schema,
-            server_version=pgsql.server_version(conn), previous=previous_manifest, extra=options.extra,
+            plan=plan,
+            run_id=run_id,
+            stages=stages,
+            merges=merges,
+            checks=report.summary(),
+            timings=timings,
+            started_at=started_at,
+            postgres=pgsql.describe(dsn),
+            pg_schema=pg_schema,
+            server_version=pgsql.server_version(conn),
+            previous=previous_manifest,
+            extra=options.extra,
         )
         replaced = published_months(plan.lake).get(plan.as_of)
         if replaced is not None:
-            record["replaced"] = [*replaced.get("replaced", []), {
-                "run_id": replaced["run_id"], "published_at": replaced.get("published_at"),
-                "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
-            }]
+            record["replaced"] = [
+                *replaced.get("replaced", []),
+                {
+                    "run_id": replaced["run_id"],
+                    "published_at": replaced.get("published_at"),
+                    "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
+                },
+            ]
         if report.failed:
             pgsql.drop_staging(conn, pg_schema, plan.as_of)
             record["status"] = manifest.FAILED
             manifest.write_attempt(plan.lake, record)
             quality.raise_if_failed(report, plan.as_of)
         failpoint("checked")
-        log.info("publishing %s into PostgreSQL %s (schema %s) in one transaction", plan.as_of,
-                 pgsql.describe(dsn), pg_schema)
+        log.info(
+            "publishing %s into PostgreSQL %s (schema %s) in one transaction",
+            plan.as_of,
+            pgsql.describe(dsn),
+            pg_schema,
+        )
         t0 = time.perf_counter()
-        sync = pgsql.publish(conn, schema, pg_schema, plan.as_of, plan.previous,
-                             manifest.run_row(record, finished_at=datetime.now(UTC)))
+        sync = pgsql.publish(
+            conn, schema, pg_schema, plan.as_of, plan.previous, manifest.run_row(record, finished_at=datetime.now(UTC))
+        )
         timings["sync"] = round(time.perf_counter() - t0, 3)
         timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
         failpoint("committed")
@@ -288,14 +334,16 @@ def _volume_rows(
     rows = []
     for table in schema.table_names:
         prev_files = (previous or {}).get("files", {})
-        rows.append({
-            "table_name": table,
-            "drop_rows": stages[table].source.rows,
-            "previous_drop_rows": prev_files.get(table, {}).get("rows", 0),
-            "snapshot_rows": merges[table].rows,
-            "previous_snapshot_rows": merges[table].previous_rows,
-            "deleted_rows": merges[table].deleted,
-        })
+        rows.append(
+            {
+                "table_name": table,
+                "drop_rows": stages[table].source.rows,
+                "previous_drop_rows": prev_files.get(table, {}).get("rows", 0),
+                "snapshot_rows": merges[table].rows,
+                "previous_snapshot_rows": merges[table].previous_rows,
+                "deleted_rows": merges[table].deleted,
+            }
+        )
     return rows
 
 
@@ -357,17 +405,29 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
     later = sorted(d for d in published_months(lake) if d > after)
     for as_of in later:
         record = published_months(lake)[as_of]
-        plan = MonthPlan(lake=lake, as_of=as_of, source=Path(record["source"]), previous=previous_as_of(settings, as_of),
-                         full_dump=record.get("mode") == "full-dump", from_raw=True)
+        plan = MonthPlan(
+            lake=lake,
+            as_of=as_of,
+            source=Path(record["source"]),
+            previous=previous_as_of(settings, as_of),
+            full_dump=record.get("mode") == "full-dump",
+            from_raw=True,
+        )
         log.info("recomputing %s on top of the corrected %s", as_of, after)
         for table in schema.table_names:
             stage_dir = plan.stage_dir(table)
             stage_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(lake.raw(table, as_of) / "data.parquet", stage_dir / "data.parquet")
-            lakefs.write_text_atomic(stage_dir / "result.json", StageResult(
-                table=table, source=SourceFile(**record["files"][table]), rows=record["files"][table]["rows"],
-                rejected=record["rejects"].get(table, 0), missing_columns=record.get("missing_columns", {}).get(table, []),
-            ).to_json())
+            lakefs.write_text_atomic(
+                stage_dir / "result.json",
+                StageResult(
+                    table=table,
+                    source=SourceFile(**record["files"][table]),
+                    rows=record["files"][table]["rows"],
+                    rejected=record["rejects"].get(table, 0),
+                    missing_columns=record.get("missing_columns", {}).get(table, []),
+                ).to_json(),
+            )
             merge_one(settings, plan, table, schema)
         publish_month(settings, plan, options)
     return later

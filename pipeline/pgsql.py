@@ -230,25 +230,41 @@ def _load_staging(
         started = time.perf_counter()
         conn.execute(ddl.staging_table(table, stage))  # type: ignore[arg-type]
         select = f"SELECT {export_expr(table)} FROM {read_parquet(snapshot_files[table.name])}"
-        rows = copy_parquet(conn, duck, select, _ident(stage, table.name), table.column_names,
-                            scratch_dir / f"{table.name}.csv")
+        rows = copy_parquet(
+            conn, duck, select, _ident(stage, table.name), table.column_names, scratch_dir / f"{table.name}.csv"
+        )
         changes = _ident(stage, table.name + CHANGES_SUFFIX)
         conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({} TEXT, change TEXT)").format(changes, _ident(table.key)))
-        copy_parquet(conn, duck, f"SELECT * FROM {read_parquet(changes_files[table.name])}",
-                     changes, [table.key, "change"], scratch_dir / f"{table.name}{CHANGES_SUFFIX}.csv")
+        copy_parquet(
+            conn,
+            duck,
+            f"SELECT * FROM {read_parquet(changes_files[table.name])}",
+            changes,
+            [table.key, "change"],
+            scratch_dir / f"{table.name}{CHANGES_SUFFIX}.csv",
+        )
         staged.rows[table.name] = rows
         elapsed = time.perf_counter() - started
-        log.info("load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s", table.name, rows, elapsed,
-                 rows / elapsed if elapsed else 0)
+        log.info(
+            "load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s",
+            table.name,
+            rows,
+            elapsed,
+            rows / elapsed if elapsed else 0,
+        )
     volume_table = _ident(stage, VOLUME_TABLE)
     conn.execute(
-        sql.SQL("CREATE TABLE {} (table_name TEXT, drop_rows BIGINT, previous_drop_rows BIGINT, "
-                "snapshot_rows BIGINT, previous_snapshot_rows BIGINT, deleted_rows BIGINT)").format(volume_table)
+        sql.SQL(
+            "CREATE TABLE {} (table_name TEXT, drop_rows BIGINT, previous_drop_rows BIGINT, "
+            "snapshot_rows BIGINT, previous_snapshot_rows BIGINT, deleted_rows BIGINT)"
+        ).format(volume_table)
     )
     with conn.cursor() as cur:
         cur.executemany(
-            sql.SQL("INSERT INTO {} VALUES (%(table_name)s, %(drop_rows)s, %(previous_drop_rows)s, "
-                    "%(snapshot_rows)s, %(previous_snapshot_rows)s, %(deleted_rows)s)").format(volume_table),
+            sql.SQL(
+                "INSERT INTO {} VALUES (%(table_name)s, %(drop_rows)s, %(previous_drop_rows)s, "
+                "%(snapshot_rows)s, %(previous_snapshot_rows)s, %(deleted_rows)s)"
+            ).format(volume_table),
             volume,
         )
 
@@ -300,8 +316,8 @@ def publish(
     run_row: dict,
 ) -> SyncResult:
     """In ONE transaction (``conn`` must be in autocommit mode, so this block is a real BEGIN … COMMIT,
-    not a savepoint inside some open transaction): live upserts (only when this month is the newest), the month's snapshot rows,
-    and its pipeline_runs row. Readers see the month all at once or not at all."""
+    not a savepoint inside some open transaction): live upserts (only when this month is the newest),
+    the month's snapshot rows, and its pipeline_runs row. Readers see the month all at once or not at all."""
     stage = staging_schema(pg_schema, as_of)
     if not conn.autocommit:
         raise ValueError("publish() needs an autocommit connection: its transaction must be the outermost")
@@ -358,12 +374,14 @@ def _sync_live(
         key = _ident(table.key)
         staged, changes = _ident(stage, table.name), _ident(stage, table.name + CHANGES_SUFFIX)
         if incremental:
-            sources[table.name] = sql.SQL("SELECT {} FROM {} AS s JOIN {} AS c USING ({}) WHERE c.change <> 'deleted'"
-                                          ).format(_columns(table.column_names, "s"), staged, changes, key)
+            sources[table.name] = sql.SQL(
+                "SELECT {} FROM {} AS s JOIN {} AS c USING ({}) WHERE c.change <> 'deleted'"
+            ).format(_columns(table.column_names, "s"), staged, changes, key)
         else:
             sources[table.name] = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), staged)
-    to_write = sum(conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS s").format(q)).fetchone()[0]
-                   for q in sources.values())
+    to_write = sum(
+        conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS s").format(q)).fetchone()[0] for q in sources.values()
+    )
     bulk = to_write > BULK_WRITE_ROWS
     log.info("live tables: %d rows to write%s", to_write, " (bulk: keys dropped and rebuilt)" if bulk else "")
     empty = {t.name for t in schema.tables if bulk and _is_empty(conn, _ident(pg_schema, t.name))}
@@ -375,8 +393,9 @@ def _sync_live(
     for table in schema.tables:  # the root (users) first: the others reference it
         live = _ident(pg_schema, table.name)
         if table.name in empty:
-            statement = sql.SQL("INSERT INTO {} ({}) {}").format(live, _columns(table.column_names),
-                                                                 sources[table.name])
+            statement = sql.SQL("INSERT INTO {} ({}) {}").format(
+                live, _columns(table.column_names), sources[table.name]
+            )
         else:
             statement = upsert_sql(live, table.column_names, [table.key], sources[table.name])
         counts[table.name] = {"written": conn.execute(statement).rowcount, "deleted": 0}
@@ -385,10 +404,12 @@ def _sync_live(
         live = _ident(pg_schema, table.name)
         if incremental:
             gone = sql.SQL("SELECT {} FROM {} WHERE change = 'deleted'").format(
-                key, _ident(stage, table.name + CHANGES_SUFFIX))
+                key, _ident(stage, table.name + CHANGES_SUFFIX)
+            )
         else:
             gone = sql.SQL("SELECT {} FROM {} EXCEPT SELECT {} FROM {}").format(
-                key, live, key, _ident(stage, table.name))
+                key, live, key, _ident(stage, table.name)
+            )
         cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} IN ({})").format(live, key, gone))
         counts[table.name]["deleted"] = cur.rowcount
     for table, name, definition in reversed(dropped):  # keys first, then references, each validated at once
@@ -410,7 +431,9 @@ def _drop_constraints(
         live = _ident(pg_schema, schema.table(name).name)
         rows = conn.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype = %s ORDER BY conname", [f'"{pg_schema}"."{name}"', kind]).fetchall()
+            "AND contype = %s ORDER BY conname",
+            [f'"{pg_schema}"."{name}"', kind],
+        ).fetchall()
         for constraint, definition in rows:
             conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(live, _ident(constraint)))
             dropped.append((live, constraint, definition))
@@ -425,20 +448,26 @@ def _sync_snapshot(conn: psycopg.Connection, table: Table, pg_schema: str, stage
     target = _ident(pg_schema, table.name + ddl.SNAPSHOT_SUFFIX)
     names = [*table.column_names, ddl.AS_OF]
     source = sql.SQL("SELECT {}, {}::date FROM {}").format(
-        _columns(table.column_names), sql.Literal(as_of), _ident(stage, table.name))
+        _columns(table.column_names), sql.Literal(as_of), _ident(stage, table.name)
+    )
     if exists is None:
         # A new month: fill a plain table, build its key in one pass (5x faster than maintaining the index
         # row by row), then attach it; PostgreSQL adopts the index as the partition's primary key.
         part = _ident(pg_schema, partition)
         conn.execute(ddl.standalone_partition(table, pg_schema, as_of))  # type: ignore[arg-type]
         cur = conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(part, _columns(names), source))
-        conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(part, _ident(table.key),
-                                                                                _ident(ddl.AS_OF)))
-        conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-            target, part, sql.Literal(as_of)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(part, _ident(table.key), _ident(ddl.AS_OF))
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(target, part, sql.Literal(as_of))
+        )
         return cur.rowcount
     cur = conn.execute(upsert_sql(target, names, [table.key, ddl.AS_OF], source))
     written = cur.rowcount
-    conn.execute(sql.SQL("DELETE FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE s.{} = t.{})").format(
-        _ident(pg_schema, partition), _ident(stage, table.name), _ident(table.key), _ident(table.key)))
+    conn.execute(
+        sql.SQL("DELETE FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE s.{} = t.{})").format(
+            _ident(pg_schema, partition), _ident(stage, table.name), _ident(table.key), _ident(table.key)
+        )
+    )
     return written

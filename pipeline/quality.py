@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 CHECKS_DIR = PROJECT_ROOT / "checks"
 SODA_CONFIG = CHECKS_DIR / "soda_config.yml"
 DATA_SOURCE = "staging"
-_SODA_TYPES = {"TEXT": "text", "DATE": "date", "BOOLEAN": "boolean", "INT": "integer", "BIGINT": "bigint",
-               "NUMERIC": "numeric"}
+_SODA_TYPES = {
+    "TEXT": "text",
+    "DATE": "date",
+    "BOOLEAN": "boolean",
+    "INT": "integer",
+    "BIGINT": "bigint",
+    "NUMERIC": "numeric",
+}
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,12 @@ class GateReport:
         return [c for c in self.checks if c.outcome == "warn"]
 
     def summary(self) -> dict:
-        return {"passed": sum(c.outcome == "pass" for c in self.checks), "warned": len(self.warned),
-                "failed": len(self.failed), "checks": [asdict(c) for c in self.checks]}
+        return {
+            "passed": sum(c.outcome == "pass" for c in self.checks),
+            "warned": len(self.warned),
+            "failed": len(self.failed),
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def generated_checks(schema: Schema) -> str:
@@ -183,13 +193,21 @@ def run_checks(
     ]
     if scan.has_error_logs():
         errors = "; ".join(str(e.message) for e in scan.get_error_logs())
-        results.append(CheckResult(name=f"Soda could not run every check: {errors}", table=None, column=None,
-                                   outcome="error", value=None))
+        results.append(
+            CheckResult(
+                name=f"Soda could not run every check: {errors}", table=None, column=None, outcome="error", value=None
+            )
+        )
     report = GateReport(results, round(time.perf_counter() - started, 3))
     for check in report.warned:
         log.warning("check warned: %s", check.describe())
-    log.info("quality gate: %d checks, %d failed, %d warned, %.2fs", len(results), len(report.failed),
-             len(report.warned), report.seconds)
+    log.info(
+        "quality gate: %d checks, %d failed, %d warned, %.2fs",
+        len(results),
+        len(report.failed),
+        len(report.warned),
+        report.seconds,
+    )
     return report
 
 

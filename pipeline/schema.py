@@ -166,7 +166,9 @@ def _parse_table(statement: exp.Create, source: str) -> Table:
     columns = []
     for definition in statement.this.expressions:
         if not isinstance(definition, exp.ColumnDef):
-            raise SchemaError(f"{source}: table {name}: only column definitions are supported, found {definition.sql()}")
+            raise SchemaError(
+                f"{source}: table {name}: only column definitions are supported, found {definition.sql()}"
+            )
         columns.append(_parse_column(name, definition, source))
     if sum(c.primary_key for c in columns) != 1:
         raise SchemaError(f"{source}: table {name} must declare exactly one PRIMARY KEY column")

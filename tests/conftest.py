@@ -97,8 +97,13 @@ def settings(lake_root: Path, pg_dsn: str, pg_schema: str) -> Settings:
 def pipeline_env(lake_root: Path, pg_dsn: str, pg_schema: str) -> dict[str, str]:
     """The environment of a pipeline subprocess: this test's lake, database and schema, nothing else."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG"))}
-    return {**keep, "LAKE_ROOT": str(lake_root), "POSTGRES_DSN": pg_dsn, "POSTGRES_SCHEMA": pg_schema,
-            "PYTHONPATH": str(PROJECT_ROOT)}
+    return {
+        **keep,
+        "LAKE_ROOT": str(lake_root),
+        "POSTGRES_DSN": pg_dsn,
+        "POSTGRES_SCHEMA": pg_schema,
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
 
 
 def luigi_bin() -> str:
@@ -115,7 +120,11 @@ def run_luigi(pipeline_env: dict[str, str], tmp_path: Path):
     def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
         return subprocess.run(
             [luigi_bin(), "--module", "pipeline", *args, "--lock-pid-dir", str(lock_dir)],
-            cwd=PROJECT_ROOT, env={**pipeline_env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+            cwd=PROJECT_ROOT,
+            env={**pipeline_env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return run

@@ -104,6 +104,7 @@ def user_id_at(drop: Path, row: int, table: str = "users") -> str:
 def rename_user(drop: Path, old: str, new: str) -> None:
     """Give user ``old`` the id ``new`` in every file of the drop (the csv module quotes it as needed)."""
     for path in sorted(drop.glob("*.csv")):
+
         def change(rows: list[dict[str, str]]) -> None:
             for r in rows:
                 if r["user_id"] == old:

@@ -40,10 +40,16 @@ def pg_content(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
     content = {}
     for table in SCHEMA.table_names:
         for name in (table, f"{table}_snapshots"):
-            content[name] = pg.execute(sql.SQL("SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) "
-                                               "FROM {} t").format(sql.Identifier(pg_schema, name))).fetchone()
-    content["pipeline_runs"] = pg.execute(sql.SQL("SELECT array_agg(as_of ORDER BY as_of), array_agg(status) FROM {}")
-                                          .format(sql.Identifier(pg_schema, "pipeline_runs"))).fetchone()
+            content[name] = pg.execute(
+                sql.SQL("SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t").format(
+                    sql.Identifier(pg_schema, name)
+                )
+            ).fetchone()
+    content["pipeline_runs"] = pg.execute(
+        sql.SQL("SELECT array_agg(as_of ORDER BY as_of), array_agg(status) FROM {}").format(
+            sql.Identifier(pg_schema, "pipeline_runs")
+        )
+    ).fetchone()
     return content
 
 
@@ -52,8 +58,12 @@ def leftovers(lake_root: Path, pg: psycopg.Connection, pg_schema: str) -> list[s
     work = lake_root / "_work"
     if work.exists():
         found += [str(p.relative_to(lake_root)) for p in work.iterdir()]
-    found += [r[0] for r in pg.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
-                                       [f"{pg_schema}__staging%"]).fetchall()]
+    found += [
+        r[0]
+        for r in pg.execute(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
+        ).fetchall()
+    ]
     return found
 
 
@@ -63,8 +73,14 @@ def clean_run(tmp_path_factory, pg_dsn: str) -> tuple[dict, dict]:
     lake_root = tmp_path_factory.mktemp("clean") / "lake"
     schema = "clean_reference"
     env = _env(lake_root, pg_dsn, schema)
-    result = subprocess.run([luigi_bin(), "--module", "pipeline", "Month", "--as-of", FEB.isoformat()], cwd=PROJECT_ROOT,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [luigi_bin(), "--module", "pipeline", "Month", "--as-of", FEB.isoformat()],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     with psycopg.connect(pg_dsn, autocommit=True) as pg:
         return lake_content(lake_root), pg_content(pg, schema)
@@ -74,8 +90,14 @@ def _env(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]
     import os
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "STREAMFLOW_"))}
-    return {**base, "LAKE_ROOT": str(lake_root), "POSTGRES_DSN": dsn, "POSTGRES_SCHEMA": schema,
-            "PYTHONPATH": str(PROJECT_ROOT), **extra}
+    return {
+        **base,
+        "LAKE_ROOT": str(lake_root),
+        "POSTGRES_DSN": dsn,
+        "POSTGRES_SCHEMA": schema,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -85,8 +107,9 @@ def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_l
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     manifest = Lake(lake_root).manifest(FEB)
     assert manifest.exists() == (point == "manifest_written"), "the lake never says published early"
-    runs = pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(
-        sql.Identifier(pg_schema, "pipeline_runs")), [FEB]).fetchone()[0]
+    runs = pg.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [FEB]
+    ).fetchone()[0]
     assert runs == (1 if POINTS.index(point) >= AFTER_COMMIT else 0), "PostgreSQL publishes only by committing"
 
     rerun = run_luigi("Month", "--as-of", FEB.isoformat())
@@ -106,15 +129,22 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
     dsn = server.get_uri()
     env = _env(lake_root, dsn, "restarted", STREAMFLOW_PAUSE="in_sync:6")
     try:
-        run = subprocess.Popen([luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()],
-                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         import time
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until the run sits inside its publish transaction
             with psycopg.connect(dsn, autocommit=True) as conn:
-                waiting = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                                       ).fetchone()[0]
+                waiting = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone()[0]
             if waiting:
                 break
             time.sleep(0.2)
@@ -125,11 +155,18 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
         assert "Traceback" not in stderr
         assert not Lake(lake_root).manifest(JAN).exists()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            assert conn.execute("SELECT to_regclass('restarted.pipeline_runs') IS NULL OR "
-                                "(SELECT count(*) = 0 FROM restarted.pipeline_runs)").fetchone()[0]
-        rerun = subprocess.run([luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()],
-                               cwd=PROJECT_ROOT, env={**env, "STREAMFLOW_PAUSE": ""}, capture_output=True, text=True,
-                               timeout=600)
+            assert conn.execute(
+                "SELECT to_regclass('restarted.pipeline_runs') IS NULL OR "
+                "(SELECT count(*) = 0 FROM restarted.pipeline_runs)"
+            ).fetchone()[0]
+        rerun = subprocess.run(
+            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()],
+            cwd=PROJECT_ROOT,
+            env={**env, "STREAMFLOW_PAUSE": ""},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         with psycopg.connect(dsn, autocommit=True) as conn:
             assert conn.execute("SELECT status FROM restarted.pipeline_runs").fetchall() == [("published",)]
@@ -138,31 +175,52 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
 
 
 def test_the_same_month_twice_at_once_publishes_once(run_luigi, pipeline_env, lake_root, pg, pg_schema):
-    runs = [subprocess.Popen([luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat(), *extra],
-                             cwd=PROJECT_ROOT, env=pipeline_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for extra in ([], ["--workers", "2"])]
+    runs = [
+        subprocess.Popen(
+            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat(), *extra],
+            cwd=PROJECT_ROOT,
+            env=pipeline_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ([], ["--workers", "2"])
+    ]
     outputs = [r.communicate(timeout=600) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], [o[1][-2000:] for o in outputs]
     said = "".join(o[1] for o in outputs)
     assert "was published by another run meanwhile" in said
-    run_rows = pg.execute(sql.SQL("SELECT run_id FROM {}").format(sql.Identifier(pg_schema, "pipeline_runs"))
-                          ).fetchall()
+    run_rows = pg.execute(
+        sql.SQL("SELECT run_id FROM {}").format(sql.Identifier(pg_schema, "pipeline_runs"))
+    ).fetchall()
     assert run_rows == [(json.loads(Lake(lake_root).manifest(JAN).read_text())["run_id"],)]
     for table in SCHEMA.table_names:
-        count, distinct = pg.execute(sql.SQL("SELECT count(*), count(DISTINCT user_id) FROM {}").format(
-            sql.Identifier(pg_schema, f"{table}_snapshots"))).fetchone()
+        count, distinct = pg.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT user_id) FROM {}").format(
+                sql.Identifier(pg_schema, f"{table}_snapshots")
+            )
+        ).fetchone()
         assert count == distinct
 
 
 def test_two_months_at_once_both_end_published_in_order(pipeline_env, lake_root, pg, pg_schema):
-    runs = [subprocess.Popen([luigi_bin(), "--module", "pipeline", "Month", "--as-of", d.isoformat()],
-                             cwd=PROJECT_ROOT, env=pipeline_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for d in (FEB, JAN)]
+    runs = [
+        subprocess.Popen(
+            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", d.isoformat()],
+            cwd=PROJECT_ROOT,
+            env=pipeline_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in (FEB, JAN)
+    ]
     outputs = [r.communicate(timeout=600) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], [o[1][-2000:] for o in outputs]
     manifests = {d: json.loads(Lake(lake_root).manifest(d).read_text()) for d in (JAN, FEB)}
     assert manifests[JAN]["published_at"] < manifests[FEB]["published_at"]
     assert manifests[FEB]["previous_as_of"] == JAN.isoformat()
-    rows = pg.execute(sql.SQL("SELECT as_of, status FROM {} ORDER BY as_of").format(
-        sql.Identifier(pg_schema, "pipeline_runs"))).fetchall()
+    rows = pg.execute(
+        sql.SQL("SELECT as_of, status FROM {} ORDER BY as_of").format(sql.Identifier(pg_schema, "pipeline_runs"))
+    ).fetchall()
     assert rows == [(JAN, "published"), (FEB, "published")]

@@ -29,7 +29,8 @@ def tree_state(root: Path) -> dict[str, tuple[int, str]]:
     """mtime and content hash of every file under a folder."""
     return {
         str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-        for p in sorted(root.rglob("*")) if p.is_file() and "_postgres" not in p.parts and "_tmp" not in p.parts
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "_postgres" not in p.parts and "_tmp" not in p.parts
     }
 
 
@@ -64,16 +65,21 @@ def test_snapshots_read_back_with_the_declared_types(two_months: Path):
 
 def test_changed_value_shows_in_february_and_january_keeps_the_old_one(two_months: Path):
     jan, feb = (
-        dict(duckdb.execute(
-            f"SELECT user_id, contract_type FROM read_parquet('{two_months}/snapshots/subscriptions/as_of={d}/*.parquet')"
-        ).fetchall())
+        dict(
+            duckdb.execute(
+                f"SELECT user_id, contract_type "
+                f"FROM read_parquet('{two_months}/snapshots/subscriptions/as_of={d}/*.parquet')"
+            ).fetchall()
+        )
         for d in (JAN, FEB)
     )
     changed = [u for u in jan if jan[u] != feb[u]]
     assert changed, "the seed's February changes some contracts"
-    source = dict(duckdb.execute(
-        f"SELECT user_id, contract_type FROM read_csv('{SEED_MONTHS[JAN]}/subscriptions.csv', all_varchar = true)"
-    ).fetchall())
+    source = dict(
+        duckdb.execute(
+            f"SELECT user_id, contract_type FROM read_csv('{SEED_MONTHS[JAN]}/subscriptions.csv', all_varchar = true)"
+        ).fetchall()
+    )
     assert all(jan[u] == source[u] for u in changed)
 
 
@@ -130,22 +136,38 @@ def test_numeric_values_keep_every_decimal(run_luigi, lake_root: Path, tmp_path:
 
 BAD_DROPS = {
     # name: (how to break the drop, words the message must contain)
-    "unparseable number": (lambda d: set_value(d, "usage_agg_30d", 5, "skips_7d", "twelve"),
-                           ["usage_agg_30d.csv", "line 7", "skips_7d", '"twelve" is not a whole number']),
-    "bad date": (lambda d: set_value(d, "users", 0, "signup_date", "2023-02-30"),
-                 ["users.csv", "line 2", "signup_date", "not a calendar date"]),
-    "bad boolean": (lambda d: set_value(d, "labels", 9, "churn_label", "maybe"),
-                    ["labels.csv", "line 11", "churn_label", "not a boolean"]),
-    "empty user_id": (lambda d: set_value(d, "payments_agg_90d", 2, "user_id", ""),
-                      ["payments_agg_90d.csv", "line 4", "empty user_id"]),
-    "too many decimals": (lambda d: set_value(d, "subscriptions", 1, "monthly_fee", "1.12345678901"),
-                          ["subscriptions.csv", "line 3", "monthly_fee", "more than 10 decimal places"]),
+    "unparseable number": (
+        lambda d: set_value(d, "usage_agg_30d", 5, "skips_7d", "twelve"),
+        ["usage_agg_30d.csv", "line 7", "skips_7d", '"twelve" is not a whole number'],
+    ),
+    "bad date": (
+        lambda d: set_value(d, "users", 0, "signup_date", "2023-02-30"),
+        ["users.csv", "line 2", "signup_date", "not a calendar date"],
+    ),
+    "bad boolean": (
+        lambda d: set_value(d, "labels", 9, "churn_label", "maybe"),
+        ["labels.csv", "line 11", "churn_label", "not a boolean"],
+    ),
+    "empty user_id": (
+        lambda d: set_value(d, "payments_agg_90d", 2, "user_id", ""),
+        ["payments_agg_90d.csv", "line 4", "empty user_id"],
+    ),
+    "too many decimals": (
+        lambda d: set_value(d, "subscriptions", 1, "monthly_fee", "1.12345678901"),
+        ["subscriptions.csv", "line 3", "monthly_fee", "more than 10 decimal places"],
+    ),
     "missing file": (lambda d: (d / "labels.csv").unlink(), ["labels.csv", "missing file"]),
-    "missing column": (lambda d: edit_rows(d / "users.csv", lambda rows: [
-        {k: v for k, v in r.items() if k != "user_gender"} for r in rows]) or _drop_header(d / "users.csv", "user_gender"),
-        ["users.csv", "missing column(s): user_gender"]),
-    "unknown column": (lambda d: _add_column(d / "labels.csv", "favourite_colour"),
-                       ["labels.csv", "unknown column(s): favourite_colour"]),
+    "missing column": (
+        lambda d: (
+            edit_rows(d / "users.csv", lambda rows: [{k: v for k, v in r.items() if k != "user_gender"} for r in rows])
+            or _drop_header(d / "users.csv", "user_gender")
+        ),
+        ["users.csv", "missing column(s): user_gender"],
+    ),
+    "unknown column": (
+        lambda d: _add_column(d / "labels.csv", "favourite_colour"),
+        ["labels.csv", "unknown column(s): favourite_colour"],
+    ),
 }
 
 
@@ -155,7 +177,9 @@ def _drop_header(path: Path, column: str) -> None:
     index = header.index(column) if column in header else None
     if index is None:
         return
-    path.write_text("\n".join(",".join(f for i, f in enumerate(line.split(",")) if i != index) for line in lines) + "\n")
+    path.write_text(
+        "\n".join(",".join(f for i, f in enumerate(line.split(",")) if i != index) for line in lines) + "\n"
+    )
 
 
 def _add_column(path: Path, column: str) -> None:

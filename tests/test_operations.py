@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from psycopg import sql
 
-from pipeline.errors import DeletionLimitError, PublishedMonthError
+from pipeline.errors import DeletionLimitError
 from pipeline.generate import generate_drops
 from pipeline.lakefs import Lake
 from pipeline.month import run_month
@@ -35,7 +35,8 @@ def manifest(lake_root: Path, as_of: date) -> dict:
 def snapshot_value(lake_root: Path, table: str, as_of: date, column: str, user_id: str):
     rows = duckdb.execute(
         f"SELECT {column} FROM read_parquet('{Lake(lake_root).snapshot_file(table, as_of)}') WHERE user_id = ?",
-        [user_id]).fetchall()
+        [user_id],
+    ).fetchall()
     return rows[0][0] if rows else None
 
 
@@ -43,11 +44,13 @@ def _remove_users(drop: Path, count: int) -> list[str]:
     removed: list[str] = []
     header_rows = {}
     for table in SCHEMA.table_names:
+
         def cut(rows, table=table):
             if not removed:
                 removed.extend(r["user_id"] for r in rows[:count])
             header_rows[table] = len(rows)
             return [r for r in rows if r["user_id"] not in removed]
+
         edit_rows(drop / f"{table}.csv", cut)
     return removed
 
@@ -62,14 +65,20 @@ def test_full_dump_deletes_absent_users_from_snapshot_and_live(settings, tmp_pat
     for user in gone[:3]:
         assert snapshot_value(settings.lake_root, "users", FEB, "user_id", user) is None
         assert snapshot_value(settings.lake_root, "users", JAN, "user_id", user) == user  # history stays
-    live = pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE user_id = ANY(%s)").format(
-        sql.Identifier(pg_schema, "users")), [gone]).fetchone()[0]
+    live = pg.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE user_id = ANY(%s)").format(sql.Identifier(pg_schema, "users")), [gone]
+    ).fetchone()[0]
     assert live == 0
-    kept = pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE user_id = ANY(%s) AND as_of = %s").format(
-        sql.Identifier(pg_schema, "users_snapshots")), [gone, JAN]).fetchone()[0]
+    kept = pg.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE user_id = ANY(%s) AND as_of = %s").format(
+            sql.Identifier(pg_schema, "users_snapshots")
+        ),
+        [gone, JAN],
+    ).fetchone()[0]
     assert kept == 50
-    changes = pg.execute(sql.SQL("SELECT changes FROM {} WHERE as_of = %s").format(
-        sql.Identifier(pg_schema, "pipeline_runs")), [FEB]).fetchone()[0]
+    changes = pg.execute(
+        sql.SQL("SELECT changes FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [FEB]
+    ).fetchone()[0]
     assert changes["users"]["deleted"] == 50
 
 
@@ -113,13 +122,20 @@ def test_replace_recomputes_the_month_and_every_later_one(run_luigi, tmp_path, l
     assert run_luigi("Month", "--as-of", FEB.isoformat()).returncode == 0
     jan = seed_copy(tmp_path / "jan")
     # a user that February's drop does not mention: the correction must carry into February
-    feb_users = {r[0] for r in duckdb.execute(
-        f"SELECT user_id FROM read_csv('{SEED_MONTHS[FEB]}/payments_agg_90d.csv', all_varchar=true)").fetchall()}
+    feb_users = {
+        r[0]
+        for r in duckdb.execute(
+            f"SELECT user_id FROM read_csv('{SEED_MONTHS[FEB]}/payments_agg_90d.csv', all_varchar=true)"
+        ).fetchall()
+    }
     old_jan = manifest(lake_root, JAN)
-    edit_rows(jan / "payments_agg_90d.csv", lambda rows: [
-        {**r, "failed_payments_90d": "4"} if i == 0 else r for i, r in enumerate(rows)])
-    user = duckdb.execute(f"SELECT user_id FROM read_csv('{jan}/payments_agg_90d.csv', all_varchar=true) LIMIT 1"
-                          ).fetchone()[0]
+    edit_rows(
+        jan / "payments_agg_90d.csv",
+        lambda rows: [{**r, "failed_payments_90d": "4"} if i == 0 else r for i, r in enumerate(rows)],
+    )
+    user = duckdb.execute(
+        f"SELECT user_id FROM read_csv('{jan}/payments_agg_90d.csv', all_varchar=true) LIMIT 1"
+    ).fetchone()[0]
     assert user in feb_users  # the seed is a full dump; make February silent about this user instead
     feb = seed_copy(tmp_path / "feb", "month_001")
     edit_rows(feb / "payments_agg_90d.csv", lambda rows: [r for r in rows if r["user_id"] != user])
@@ -133,11 +149,19 @@ def test_replace_recomputes_the_month_and_every_later_one(run_luigi, tmp_path, l
     assert result.returncode == 0, result.stderr[-3000:]
     assert snapshot_value(lake2, "payments_agg_90d", JAN, "failed_payments_90d", user) == 4
     assert snapshot_value(lake2, "payments_agg_90d", FEB, "failed_payments_90d", user) == 4  # carried
-    live = pg.execute(sql.SQL("SELECT failed_payments_90d FROM {} WHERE user_id = %s").format(
-        sql.Identifier(pg_schema + "_b", "payments_agg_90d")), [user]).fetchone()[0]
+    live = pg.execute(
+        sql.SQL("SELECT failed_payments_90d FROM {} WHERE user_id = %s").format(
+            sql.Identifier(pg_schema + "_b", "payments_agg_90d")
+        ),
+        [user],
+    ).fetchone()[0]
     assert live == 4  # the latest month changed, so live did too
-    snap = pg.execute(sql.SQL("SELECT as_of, failed_payments_90d FROM {} WHERE user_id = %s ORDER BY as_of").format(
-        sql.Identifier(pg_schema + "_b", "payments_agg_90d_snapshots")), [user]).fetchall()
+    snap = pg.execute(
+        sql.SQL("SELECT as_of, failed_payments_90d FROM {} WHERE user_id = %s ORDER BY as_of").format(
+            sql.Identifier(pg_schema + "_b", "payments_agg_90d_snapshots")
+        ),
+        [user],
+    ).fetchall()
     assert [v for _, v in snap] == [4, 4]
     new_jan = manifest(lake2, JAN)
     assert new_jan["replaced"][0]["sha256"]["payments_agg_90d"] == old_jan["files"]["payments_agg_90d"]["sha256"]
@@ -158,7 +182,9 @@ def test_backfill_ingests_configured_months_in_order_and_skips_done(run_luigi, t
     assert published["2024-02-29"]["previous_as_of"] == "2024-01-31"
     again = run_luigi("Backfill", "--start", "2024-01-01", "--end", "2024-03-31", env=env)
     assert again.returncode == 0
-    rerun = {json.loads(p.read_text())["as_of"]: json.loads(p.read_text())["run_id"] for p in Lake(lake_root).manifests()}
+    rerun = {
+        json.loads(p.read_text())["as_of"]: json.loads(p.read_text())["run_id"] for p in Lake(lake_root).manifests()
+    }
     assert rerun == {d: m["run_id"] for d, m in published.items()}, "done months are skipped, not run again"
 
 
@@ -175,8 +201,21 @@ def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_
     logs.mkdir()
     luigid = Path(luigi_bin()).with_name("luigid")
     server = subprocess.Popen(
-        [str(luigid), "--address", "127.0.0.1", "--port", str(port), "--state-path", str(state / "state.pickle"),
-         "--logdir", str(logs)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(luigid),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--state-path",
+            str(state / "state.pickle"),
+            "--logdir",
+            str(logs),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             with socket.socket() as s:
@@ -185,8 +224,18 @@ def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_
             time.sleep(0.1)
         config = tmp_path / "central.cfg"
         config.write_text((PROJECT_ROOT / "luigi-central.cfg").read_text())
-        result = run_luigi("Month", "--as-of", FEB.isoformat(), "--workers", "2", "--scheduler-host", "127.0.0.1",
-                           "--scheduler-port", str(port), env={"LUIGI_CONFIG_PATH": str(config)})
+        result = run_luigi(
+            "Month",
+            "--as-of",
+            FEB.isoformat(),
+            "--workers",
+            "2",
+            "--scheduler-host",
+            "127.0.0.1",
+            "--scheduler-port",
+            str(port),
+            env={"LUIGI_CONFIG_PATH": str(config)},
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "local scheduler" not in result.stderr.lower()
         assert sorted(m.parent.name for m in Lake(lake_root).manifests()) == [f"as_of={JAN}", f"as_of={FEB}"]

@@ -27,14 +27,19 @@ SCHEMA = load_schema()
 def table_rows(pg: psycopg.Connection, pg_schema: str, table: str, where: str = "") -> list[tuple]:
     names = SCHEMA.table(table).column_names
     query = sql.SQL("SELECT {} FROM {} {} ORDER BY 1").format(
-        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(pg_schema, table), sql.SQL(where))
+        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(pg_schema, table), sql.SQL(where)
+    )
     return [tuple(r) for r in pg.execute(query).fetchall()]
 
 
 def lake_rows(lake_root: Path, table: str, as_of: date) -> list[tuple]:
     names = ", ".join(f'"{c}"' for c in SCHEMA.table(table).column_names)
-    return [tuple(r) for r in duckdb.execute(
-        f"SELECT {names} FROM read_parquet('{Lake(lake_root).snapshot_file(table, as_of)}') ORDER BY 1").fetchall()]
+    return [
+        tuple(r)
+        for r in duckdb.execute(
+            f"SELECT {names} FROM read_parquet('{Lake(lake_root).snapshot_file(table, as_of)}') ORDER BY 1"
+        ).fetchall()
+    ]
 
 
 def fingerprint(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
@@ -42,11 +47,14 @@ def fingerprint(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
     result = {}
     for table in SCHEMA.table_names:
         for name in (table, f"{table}_snapshots"):
-            result[name] = pg.execute(sql.SQL("SELECT count(*), sum(xmin::text::bigint), md5(string_agg(t::text, '|' "
-                                              "ORDER BY t::text)) FROM {} t").format(
-                sql.Identifier(pg_schema, name))).fetchone()
-    result["pipeline_runs"] = pg.execute(sql.SQL("SELECT count(*), sum(xmin::text::bigint) FROM {}").format(
-        sql.Identifier(pg_schema, "pipeline_runs"))).fetchone()
+            result[name] = pg.execute(
+                sql.SQL(
+                    "SELECT count(*), sum(xmin::text::bigint), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t"
+                ).format(sql.Identifier(pg_schema, name))
+            ).fetchone()
+    result["pipeline_runs"] = pg.execute(
+        sql.SQL("SELECT count(*), sum(xmin::text::bigint) FROM {}").format(sql.Identifier(pg_schema, "pipeline_runs"))
+    ).fetchone()
     return result
 
 
@@ -66,17 +74,29 @@ def test_snapshot_tables_hold_both_months_with_january_values(published: Path, p
     for table in SCHEMA.table_names:
         for as_of in (JAN, FEB):
             rows = [
-                tuple(r[:-1]) for r in pg.execute(sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
-                    sql.Identifier(pg_schema, f"{table}_snapshots")), [as_of]).fetchall()]
+                tuple(r[:-1])
+                for r in pg.execute(
+                    sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
+                        sql.Identifier(pg_schema, f"{table}_snapshots")
+                    ),
+                    [as_of],
+                ).fetchall()
+            ]
             assert rows == lake_rows(published, table, as_of), (table, as_of)
-    profile = pg.execute(sql.SQL("SELECT count(*), count(DISTINCT as_of) FROM {}").format(
-        sql.Identifier(pg_schema, "subscriptions_profile_snapshots"))).fetchone()
+    profile = pg.execute(
+        sql.SQL("SELECT count(*), count(DISTINCT as_of) FROM {}").format(
+            sql.Identifier(pg_schema, "subscriptions_profile_snapshots")
+        )
+    ).fetchone()
     assert profile[1] == 2 and profile[0] > 0
 
 
 def test_pipeline_runs_records_both_months_with_counts(published: Path, pg, pg_schema: str):
-    runs = pg.execute(sql.SQL("SELECT as_of, status, row_counts, changes FROM {} ORDER BY as_of").format(
-        sql.Identifier(pg_schema, "pipeline_runs"))).fetchall()
+    runs = pg.execute(
+        sql.SQL("SELECT as_of, status, row_counts, changes FROM {} ORDER BY as_of").format(
+            sql.Identifier(pg_schema, "pipeline_runs")
+        )
+    ).fetchall()
     assert [(r[0], r[1]) for r in runs] == [(JAN, "published"), (FEB, "published")]
     feb_users = len(lake_rows(published, "users", FEB))
     assert runs[1][2]["users"] == feb_users
@@ -97,8 +117,9 @@ def test_republishing_the_same_month_in_process_leaves_rows_untouched(settings: 
     Lake(settings.lake_root).manifest(JAN).unlink()
     run_month(settings, JAN)
     after = fingerprint(pg, pg_schema)
-    assert {k: v for k, v in after.items() if k != "pipeline_runs"} == \
-        {k: v for k, v in before.items() if k != "pipeline_runs"}
+    assert {k: v for k, v in after.items() if k != "pipeline_runs"} == {
+        k: v for k, v in before.items() if k != "pipeline_runs"
+    }
 
 
 def test_numeric_with_many_decimals_is_identical_in_postgres(settings: Settings, tmp_path: Path, pg, pg_schema):
@@ -106,11 +127,17 @@ def test_numeric_with_many_decimals_is_identical_in_postgres(settings: Settings,
     user = set_value(drop, "usage_agg_30d", 0, "watch_hours_30d", "7.1234567891")
     set_value(drop, "subscriptions", 0, "total_paid", "1234567890123.5")
     run_month(settings, JAN, drop)
-    value = pg.execute(sql.SQL("SELECT watch_hours_30d::text FROM {} WHERE user_id = %s").format(
-        sql.Identifier(pg_schema, "usage_agg_30d")), [user]).fetchone()[0]
+    value = pg.execute(
+        sql.SQL("SELECT watch_hours_30d::text FROM {} WHERE user_id = %s").format(
+            sql.Identifier(pg_schema, "usage_agg_30d")
+        ),
+        [user],
+    ).fetchone()[0]
     assert value == "7.1234567891"
-    paid = pg.execute(sql.SQL("SELECT total_paid FROM {} WHERE user_id = %s").format(
-        sql.Identifier(pg_schema, "subscriptions")), [user]).fetchone()[0]
+    paid = pg.execute(
+        sql.SQL("SELECT total_paid FROM {} WHERE user_id = %s").format(sql.Identifier(pg_schema, "subscriptions")),
+        [user],
+    ).fetchone()[0]
     assert paid == Decimal("1234567890123.5")
 
 
@@ -141,10 +168,18 @@ def _shrunk_drop(drop: Path) -> None:
 
 FAILING_RULES = {
     # crafted drop: (the check's name, table, column or None)
-    "negative watch hours": (_negative_watch_hours, "watch_hours_30d is not negative", "usage_agg_30d",
-                             "watch_hours_30d"),
-    "contract type": (_bad_contract, "contract_type is Month-to-month, One year or Two year", "subscriptions",
-                      "contract_type"),
+    "negative watch hours": (
+        _negative_watch_hours,
+        "watch_hours_30d is not negative",
+        "usage_agg_30d",
+        "watch_hours_30d",
+    ),
+    "contract type": (
+        _bad_contract,
+        "contract_type is Month-to-month, One year or Two year",
+        "subscriptions",
+        "contract_type",
+    ),
     "gender": (_bad_gender, "user_gender is Male or Female", "users", "user_gender"),
     "future signup": (_future_signup, "signup_date is not after the as_of date", "users", None),
     "orphan label": (_orphan_label, "every labels user_id exists in users", "labels", "user_id"),
@@ -169,8 +204,9 @@ def test_failing_rule_stops_the_month_and_changes_nothing(rule, settings, tmp_pa
     assert fingerprint(pg, pg_schema) == before_pg
     assert sorted(p.name for p in lake_root.glob("snapshots/*/*")) == before_lake
     assert not Lake(lake_root).manifest(FEB).exists()
-    staging = pg.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s",
-                         [f"{pg_schema}__staging%"]).fetchone()[0]
+    staging = pg.execute(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
+    ).fetchone()[0]
     assert staging == 0
 
 
@@ -179,12 +215,18 @@ def test_negative_watch_hours_through_luigi_exits_non_zero_naming_the_check(run_
     _negative_watch_hours(drop)
     result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", str(drop))
     assert result.returncode != 0
-    assert "watch_hours_30d is not negative (table usage_agg_30d, column watch_hours_30d): 1 row broke it" \
-        in result.stderr
+    assert (
+        "watch_hours_30d is not negative (table usage_agg_30d, column watch_hours_30d): 1 row broke it" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     exists = pg.execute("SELECT to_regclass(%s)", [f'"{pg_schema}"."usage_agg_30d"']).fetchone()[0]
-    assert exists is None or pg.execute(sql.SQL("SELECT count(*) FROM {}").format(
-        sql.Identifier(pg_schema, "usage_agg_30d"))).fetchone()[0] == 0
+    assert (
+        exists is None
+        or pg.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, "usage_agg_30d"))).fetchone()[
+            0
+        ]
+        == 0
+    )
 
 
 def test_backfilled_older_month_never_overwrites_live(settings: Settings, pg, pg_schema: str):
@@ -193,18 +235,22 @@ def test_backfilled_older_month_never_overwrites_live(settings: Settings, pg, pg
     live_before = {t: table_rows(pg, pg_schema, t) for t in SCHEMA.table_names}
     run_month(unconfigured, JAN, SEED_MONTHS[JAN])  # January arrives late
     assert {t: table_rows(pg, pg_schema, t) for t in SCHEMA.table_names} == live_before
-    runs = pg.execute(sql.SQL("SELECT as_of FROM {} ORDER BY as_of").format(
-        sql.Identifier(pg_schema, "pipeline_runs"))).fetchall()
+    runs = pg.execute(
+        sql.SQL("SELECT as_of FROM {} ORDER BY as_of").format(sql.Identifier(pg_schema, "pipeline_runs"))
+    ).fetchall()
     assert [r[0] for r in runs] == [JAN, FEB]
     for as_of in (JAN, FEB):
-        rows = pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(
-            sql.Identifier(pg_schema, "users_snapshots")), [as_of]).fetchone()[0]
+        rows = pg.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "users_snapshots")),
+            [as_of],
+        ).fetchone()[0]
         assert rows == len(lake_rows(settings.lake_root, "users", as_of))
 
 
 def test_unreachable_postgres_gives_one_clear_line_then_a_rerun_completes(settings: Settings, pg, pg_schema):
-    down = settings.with_(postgres=PostgresSettings(
-        dsn="postgresql://streamflow:s3cret-pw@127.0.0.1:1/streamflow", schema=pg_schema))
+    down = settings.with_(
+        postgres=PostgresSettings(dsn="postgresql://streamflow:s3cret-pw@127.0.0.1:1/streamflow", schema=pg_schema)
+    )
     with pytest.raises(PostgresUnavailableError) as failure:
         run_month(down, JAN)
     message = str(failure.value)
@@ -217,8 +263,12 @@ def test_unreachable_postgres_gives_one_clear_line_then_a_rerun_completes(settin
 
 
 def test_unreachable_postgres_through_luigi_prints_no_traceback(run_luigi):
-    result = run_luigi("Month", "--as-of", JAN.isoformat(),
-                       env={"POSTGRES_DSN": "postgresql://streamflow:s3cret-pw@127.0.0.1:1/streamflow"})
+    result = run_luigi(
+        "Month",
+        "--as-of",
+        JAN.isoformat(),
+        env={"POSTGRES_DSN": "postgresql://streamflow:s3cret-pw@127.0.0.1:1/streamflow"},
+    )
     assert result.returncode != 0
     assert "PostgreSQL at 127.0.0.1:1/streamflow is not available" in result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr
@@ -259,9 +309,12 @@ def test_both_live_write_paths_give_the_snapshot_and_keep_every_constraint(bulk,
         "SELECT conrelid::regclass::text, contype, convalidated FROM pg_constraint c "
         "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s AND contype IN ('p', 'f') "
         "AND conrelid::regclass::text NOT LIKE '%%snapshots%%' AND conrelid::regclass::text NOT LIKE '%%pipeline_runs'",
-        [pg_schema]).fetchall()
+        [pg_schema],
+    ).fetchall()
     kinds = sorted((name.split(".")[-1].strip('"'), kind) for name, kind, _ in constraints)
-    expected = sorted([(t.name, "p") for t in SCHEMA.tables]
-                      + [(t.name, "f") for t in SCHEMA.tables if any(c.references for c in t.columns)])
+    expected = sorted(
+        [(t.name, "p") for t in SCHEMA.tables]
+        + [(t.name, "f") for t in SCHEMA.tables if any(c.references for c in t.columns)]
+    )
     assert kinds == expected
     assert all(valid for *_, valid in constraints)
