@@ -31,6 +31,10 @@ class PostgresUnavailableError(PipelineError):
     """PostgreSQL could not be reached or refused the login."""
 
 
+class PublishError(PipelineError):
+    """PostgreSQL refused the month's data inside the publish; the transaction rolled back."""
+
+
 class PublishedMonthError(PipelineError):
     """A published month is immutable; a different drop for it needs --replace."""
 

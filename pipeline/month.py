@@ -222,86 +222,95 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     }
     dsn = pgsql.resolve_dsn(settings.postgres, settings.lake_root)
     pg_schema = settings.postgres.schema
-    # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
-    with (
-        pgsql.connect(dsn, autocommit=True) as conn,
-        duck.connect(settings) as con,
-        pgsql.connection_lost_is_clear(dsn, plan.as_of),
-    ):
-        pgsql.ensure_tables(conn, schema, pg_schema)
-        t0 = time.perf_counter()
-        staged = pgsql.load_staging(
-            conn,
-            con,
-            schema,
-            pg_schema,
-            plan.as_of,
-            {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names},
-            {t: plan.merge_dir(t) / "changes.parquet" for t in schema.table_names},
-            _volume_rows(schema, stages, merges, previous_manifest),
-            plan.lake.work(plan.as_of) / "copy",
-        )
-        timings["load_staging"] = round(time.perf_counter() - t0, 3)
-        failpoint("staging_loaded")
-        root = schema.root.name
-        log.info("quality gate: running Soda checks on staging schema %s", staged.schema_name)
-        report = quality.run_checks(
-            dsn,
-            schema,
-            staged.schema_name,
-            plan.as_of,
-            {
-                "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
-                "VOLUME_RATIO": repr(settings.volume_change_ratio),
-            },
-        )
-        timings["checks"] = report.seconds
-        record = manifest.build(
-            plan=plan,
-            run_id=run_id,
-            stages=stages,
-            merges=merges,
-            checks=report.summary(),
-            timings=timings,
-            started_at=started_at,
-            postgres=pgsql.describe(dsn),
-            pg_schema=pg_schema,
-            server_version=pgsql.server_version(conn),
-            previous=previous_manifest,
-            extra=options.extra,
-        )
-        replaced = published_months(plan.lake).get(plan.as_of)
-        if replaced is not None:
-            record["replaced"] = [
-                *replaced.get("replaced", []),
+    try:
+        # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
+        with (
+            pgsql.connect(dsn, autocommit=True) as conn,
+            duck.connect(settings) as con,
+            pgsql.errors_are_clear(dsn, plan.as_of),
+        ):
+            pgsql.ensure_tables(conn, schema, pg_schema)
+            t0 = time.perf_counter()
+            staged = pgsql.load_staging(
+                conn,
+                con,
+                schema,
+                pg_schema,
+                plan.as_of,
+                {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names},
+                {t: plan.merge_dir(t) / "changes.parquet" for t in schema.table_names},
+                _volume_rows(schema, stages, merges, previous_manifest),
+                plan.lake.work(plan.as_of) / "copy",
+            )
+            timings["load_staging"] = round(time.perf_counter() - t0, 3)
+            failpoint("staging_loaded")
+            root = schema.root.name
+            log.info("quality gate: running Soda checks on staging schema %s", staged.schema_name)
+            report = quality.run_checks(
+                dsn,
+                schema,
+                staged.schema_name,
+                plan.as_of,
                 {
-                    "run_id": replaced["run_id"],
-                    "published_at": replaced.get("published_at"),
-                    "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
+                    "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
+                    "VOLUME_RATIO": repr(settings.volume_change_ratio),
                 },
-            ]
-        if report.failed:
+            )
+            timings["checks"] = report.seconds
+            record = manifest.build(
+                plan=plan,
+                run_id=run_id,
+                stages=stages,
+                merges=merges,
+                checks=report.summary(),
+                timings=timings,
+                started_at=started_at,
+                postgres=pgsql.describe(dsn),
+                pg_schema=pg_schema,
+                server_version=pgsql.server_version(conn),
+                previous=previous_manifest,
+                extra=options.extra,
+            )
+            replaced = published_months(plan.lake).get(plan.as_of)
+            if replaced is not None:
+                record["replaced"] = [
+                    *replaced.get("replaced", []),
+                    {
+                        "run_id": replaced["run_id"],
+                        "published_at": replaced.get("published_at"),
+                        "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
+                    },
+                ]
+            if report.failed:
+                pgsql.drop_staging(conn, pg_schema, plan.as_of)
+                record["status"] = manifest.FAILED
+                manifest.write_attempt(plan.lake, record)
+                quality.raise_if_failed(report, plan.as_of)
+            failpoint("checked")
+            log.info(
+                "publishing %s into PostgreSQL %s (schema %s) in one transaction",
+                plan.as_of,
+                pgsql.describe(dsn),
+                pg_schema,
+            )
+            t0 = time.perf_counter()
+            sync = pgsql.publish(
+                conn,
+                schema,
+                pg_schema,
+                plan.as_of,
+                plan.previous,
+                manifest.run_row(record, finished_at=datetime.now(UTC)),
+            )
+            timings["sync"] = round(time.perf_counter() - t0, 3)
+            timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
+            failpoint("committed")
+            _publish_lake(plan, schema)
+            failpoint("lake_published")
             pgsql.drop_staging(conn, pg_schema, plan.as_of)
-            record["status"] = manifest.FAILED
-            manifest.write_attempt(plan.lake, record)
-            quality.raise_if_failed(report, plan.as_of)
-        failpoint("checked")
-        log.info(
-            "publishing %s into PostgreSQL %s (schema %s) in one transaction",
-            plan.as_of,
-            pgsql.describe(dsn),
-            pg_schema,
-        )
-        t0 = time.perf_counter()
-        sync = pgsql.publish(
-            conn, schema, pg_schema, plan.as_of, plan.previous, manifest.run_row(record, finished_at=datetime.now(UTC))
-        )
-        timings["sync"] = round(time.perf_counter() - t0, 3)
-        timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
-        failpoint("committed")
-        _publish_lake(plan, schema)
-        failpoint("lake_published")
-        pgsql.drop_staging(conn, pg_schema, plan.as_of)
+    except Exception:
+        pgsql.drop_staging_quietly(dsn, pg_schema, plan.as_of)  # a failed month leaves no staging behind
+        raise
     record["timings"] = timings
     record["live_updated"] = sync.live_updated
     record["status"] = manifest.PUBLISHED

@@ -7,6 +7,7 @@ data only ever travels through COPY.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pipeline import ddl
 from pipeline.config import PostgresSettings
 from pipeline.duck import literal, quote, read_parquet
-from pipeline.errors import PostgresUnavailableError
+from pipeline.errors import PostgresUnavailableError, PublishError
 from pipeline.failpoints import failpoint
 from pipeline.schema import Schema, Table
 
@@ -68,9 +69,10 @@ def connect(dsn: str, autocommit: bool = False) -> Iterator[psycopg.Connection]:
 
 
 @contextmanager
-def connection_lost_is_clear(dsn: str, as_of: date) -> Iterator[None]:
-    """A server that goes away mid-month (restart, network) ends the run with one clear line. The open
-    transaction dies with the connection, so nothing of the month is visible; a rerun completes it."""
+def errors_are_clear(dsn: str, as_of: date) -> Iterator[None]:
+    """PostgreSQL errors while publishing become one clear line. A server that goes away (restart,
+    network) takes the open transaction with it; any other error rolls it back: either way nothing of
+    the month is visible, and the message says where it happened."""
     try:
         yield
     except psycopg.OperationalError as e:
@@ -78,6 +80,17 @@ def connection_lost_is_clear(dsn: str, as_of: date) -> Iterator[None]:
         raise PostgresUnavailableError(
             f"lost the connection to PostgreSQL at {describe(dsn)} while publishing {as_of}: {reason}. "
             f"Nothing of the month was published; run it again once the server is back."
+        ) from None
+    except psycopg.Error as e:
+        where = ", ".join(
+            f"{label} {value}"
+            for label, value in (("table", e.diag.table_name), ("column", e.diag.column_name))
+            if value
+        )
+        reason = " ".join((e.diag.message_primary or str(e)).split())
+        raise PublishError(
+            f"PostgreSQL at {describe(dsn)} refused month {as_of}{f' ({where})' if where else ''}: {reason} "
+            f"[SQLSTATE {e.sqlstate}]. The transaction was rolled back: nothing of the month was published."
         ) from None
 
 
@@ -267,6 +280,13 @@ def _load_staging(
             ).format(volume_table),
             volume,
         )
+
+
+def drop_staging_quietly(dsn: str, pg_schema: str, as_of: date) -> None:
+    """Best effort, on a fresh connection (the run's own may be broken): a failed run's staging schema
+    goes away now, and otherwise with the next run of the month."""
+    with contextlib.suppress(psycopg.Error, PostgresUnavailableError), connect(dsn, autocommit=True) as conn:
+        drop_staging(conn, pg_schema, as_of)
 
 
 def drop_staging(conn: psycopg.Connection, pg_schema: str, as_of: date) -> None:

@@ -318,3 +318,40 @@ def test_both_live_write_paths_give_the_snapshot_and_keep_every_constraint(bulk,
     )
     assert kinds == expected
     assert all(valid for *_, valid in constraints)
+
+
+def test_a_warn_level_check_is_reported_and_does_not_block(settings, tmp_path, pg, pg_schema):
+    drop = seed_copy(tmp_path / "jan")
+    set_value(drop, "labels", 3, "churn_label", "")  # a missing label only warns
+    record = run_month(settings, JAN, drop)
+    warned = [c for c in record["checks"]["checks"] if c["outcome"] == "warn"]
+    assert [(c["name"], c["table"], c["value"]) for c in warned] == [("every user has a churn_label", "labels", 1)]
+    assert record["status"] == "published"
+    summary = pg.execute(
+        sql.SQL("SELECT checks FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [JAN]
+    ).fetchone()[0]
+    assert summary["warned"] == 1 and summary["failed"] == 0
+
+
+def test_postgres_refusing_the_data_rolls_back_with_one_clear_line(settings, pg, pg_schema):
+    """A constraint someone added to a live table makes the publish fail inside its transaction."""
+    from pipeline.errors import PublishError
+
+    run_month(settings, JAN)
+    before = fingerprint(pg, pg_schema)
+    pg.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT no_new_users CHECK (signup_date < '2024-02-01')").format(
+            sql.Identifier(pg_schema, "users")
+        )
+    )
+    with pytest.raises(PublishError) as failure:
+        run_month(settings, FEB)
+    message = str(failure.value)
+    assert "refused month 2024-02-29 (table users)" in message and "no_new_users" in message
+    assert "rolled back" in message and "\n" not in message
+    assert fingerprint(pg, pg_schema) == before
+    assert not Lake(settings.lake_root).manifest(FEB).exists()
+    staging = pg.execute(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
+    ).fetchone()[0]
+    assert staging == 0
