@@ -95,7 +95,9 @@ class Published:
     def postgres(self, table: str, user_id: str, column: str) -> object:
         rows = self.pg.execute(
             sql.SQL("SELECT {} FROM {} WHERE user_id = %s").format(
-                sql.Identifier(column), sql.Identifier(self.pg_schema, table)), [user_id]
+                sql.Identifier(column), sql.Identifier(self.pg_schema, table)
+            ),
+            [user_id],
         ).fetchall()
         assert len(rows) == 1, (table, user_id, rows)
         return rows[0][0]
@@ -262,8 +264,9 @@ def _typed(pg_type: str, text: str) -> object:
     """The lake value of a seed cell (the seed holds only plain, valid values)."""
     if text == "":
         return None
-    return {"BOOLEAN": lambda t: t == "True", "INT": int, "NUMERIC": Decimal,
-            "DATE": date.fromisoformat}.get(pg_type, str)(text)
+    return {"BOOLEAN": lambda t: t == "True", "INT": int, "NUMERIC": Decimal, "DATE": date.fromisoformat}.get(
+        pg_type, str
+    )(text)
 
 
 def _same_as_seed(table: str, row: int) -> Callable[[Published], None]:
@@ -299,17 +302,25 @@ def _id_round_trips(new_id: str) -> Callable[[Published], None]:
             live = sql.Identifier(p.pg_schema, table)
             assert p.pg.execute(sql.SQL("SELECT count(*) FROM {}").format(live)).fetchone()[0] == 7000, table
             snapshots = sql.Identifier(p.pg_schema, f"{table}_snapshots")
-            assert p.pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE user_id = %s").format(snapshots),
-                                [new_id]).fetchone()[0] == 1
+            assert (
+                p.pg.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE user_id = %s").format(snapshots), [new_id]
+                ).fetchone()[0]
+                == 1
+            )
 
     return check
 
 
 def _user_count(n: int) -> Callable[[Published], None]:
     def check(p: Published) -> None:
-        assert duckdb.execute("SELECT count(*) FROM read_parquet(?, hive_partitioning = false)",
-                              [str(p.lake_root / "snapshots" / "users" / f"as_of={JAN}" / "data.parquet")]
-                              ).fetchone()[0] == n
+        assert (
+            duckdb.execute(
+                "SELECT count(*) FROM read_parquet(?, hive_partitioning = false)",
+                [str(p.lake_root / "snapshots" / "users" / f"as_of={JAN}" / "data.parquet")],
+            ).fetchone()[0]
+            == n
+        )
         assert p.lake("users", user_id_at(p.drop, 6999), "user_is_senior") in (True, False)
 
     return check
@@ -318,18 +329,26 @@ def _user_count(n: int) -> Callable[[Published], None]:
 # --- the table's rows, built by outcome -------------------------------------------------------------
 
 
-def accepted(name: str, given: str, make: Callable[[Path], object], lands: Callable[[Published], None],
-             why: str, luigi: bool = False) -> Case:
+def accepted(
+    name: str,
+    given: str,
+    make: Callable[[Path], object],
+    lands: Callable[[Published], None],
+    why: str,
+    luigi: bool = False,
+) -> Case:
     return Case(name, given, make, ACCEPTED, lands=lands, why=why, luigi=luigi)
 
 
-def refused(name: str, given: str, make: Callable[[Path], object], *says: str, why: str = "",
-            luigi: bool = False) -> Case:
+def refused(
+    name: str, given: str, make: Callable[[Path], object], *says: str, why: str = "", luigi: bool = False
+) -> Case:
     return Case(name, given, make, REFUSED_FILE, says=says, why=why, luigi=luigi)
 
 
-def rejected(name: str, given: str, make: Callable[[Path], object], *rows: Row, why: str = "",
-             luigi: bool = False) -> Case:
+def rejected(
+    name: str, given: str, make: Callable[[Path], object], *rows: Row, why: str = "", luigi: bool = False
+) -> Case:
     return Case(name, given, make, REJECTED_ROWS, rows=rows, why=why, luigi=luigi)
 
 
@@ -337,13 +356,16 @@ def row(table: str, line: int, column: str | None, reason: str, raw_has: str = "
     return Row(f"{table}.csv", line, column, reason, raw_has)
 
 
-def bad_value(
-    name: str, table: str, data_row: int, column: str, value: str, reason: str, why: str = ""
-) -> Case:
+def bad_value(name: str, table: str, data_row: int, column: str, value: str, reason: str, why: str = "") -> Case:
     """One cell set to ``value``; its reject is on line data_row + 2 (the header is line 1)."""
     given = f"`{column}` is `{value}`" if "," not in value else f'`{column}` is `"{value}"`'
-    return rejected(name, given, _value(table, data_row, column, value),
-                    row(table, data_row + 2, column, f'"{value}" {reason}', value), why=why)
+    return rejected(
+        name,
+        given,
+        _value(table, data_row, column, value),
+        row(table, data_row + 2, column, f'"{value}" {reason}', value),
+        why=why,
+    )
 
 
 USAGE = "usage_agg_30d"
@@ -356,165 +378,388 @@ THOUSANDS = "has a thousands separator; write the plain number"
 TOO_LONG = "characters long; a {} has at most 500 (a stray quote that swallowed the lines after it?)"
 DUPLICATE = f"user_id '{DUPLICATED}' appears 2 times (lines {{}}); a drop holds one row per user_id"
 DELIMITER = "re-export with ',' as the delimiter"
-STRAY_QUOTE = ("a stray quote: a quote inside an unquoted value, or a quoted field that is never closed (it "
-               "swallows the lines after it); quote the field and double inner quotes")
+STRAY_QUOTE = (
+    "a stray quote: a quote inside an unquoted value, or a quoted field that is never closed (it "
+    "swallows the lines after it); quote the field and double inner quotes"
+)
 USERS_REVERSED = list(reversed(load_schema().table("users").column_names))
 
 CASES: list[Case] = [
     # --- the drop folder and its files
-    refused("drop folder does not exist", "`--source` names a folder that is not there", _missing_folder,
-            "drop folder does not exist", "pass --source DIR", luigi=True),
-    refused("missing file", "`labels.csv` absent from the drop", lambda d: (d / "labels.csv").unlink(),
-            "labels.csv: missing file", "a drop needs labels.csv (found: payments_agg_90d.csv", luigi=True),
+    refused(
+        "drop folder does not exist",
+        "`--source` names a folder that is not there",
+        _missing_folder,
+        "drop folder does not exist",
+        "pass --source DIR",
+        luigi=True,
+    ),
+    refused(
+        "missing file",
+        "`labels.csv` absent from the drop",
+        lambda d: (d / "labels.csv").unlink(),
+        "labels.csv: missing file",
+        "a drop needs labels.csv (found: payments_agg_90d.csv",
+        luigi=True,
+    ),
     refused("file is a directory", "`labels.csv` is a folder", _directory, "labels.csv: not a regular file"),
-    refused("symlink outside the drop folder", "`labels.csv` links to a file in another folder",
-            _symlink_outside,
-            "labels.csv: is a link to", "outside the drop folder", "copy the file into the drop instead",
-            why="a link must not let a drop read files the export never wrote", luigi=True),
-    accepted("symlink inside the drop folder", "`labels.csv` links to `exports/labels.csv` in the same drop",
-             _symlink_inside, _lands("labels", 0, "churn_label", False),
-             why="the link stays inside the drop: read as the file it points to"),
-    refused("zero-byte file", "`users.csv` is empty", lambda d: (d / "users.csv").write_bytes(b""),
-            "users.csv: file is empty (0 bytes), not even a header line", FIX_FILE),
-    refused("header only", "`payments_agg_90d.csv` has its header and no rows", _header_only,
-            "payments_agg_90d.csv: the file has a header but no data rows", FIX_FILE,
-            why="an export that produced nothing is broken, not a month without news"),
+    refused(
+        "symlink outside the drop folder",
+        "`labels.csv` links to a file in another folder",
+        _symlink_outside,
+        "labels.csv: is a link to",
+        "outside the drop folder",
+        "copy the file into the drop instead",
+        why="a link must not let a drop read files the export never wrote",
+        luigi=True,
+    ),
+    accepted(
+        "symlink inside the drop folder",
+        "`labels.csv` links to `exports/labels.csv` in the same drop",
+        _symlink_inside,
+        _lands("labels", 0, "churn_label", False),
+        why="the link stays inside the drop: read as the file it points to",
+    ),
+    refused(
+        "zero-byte file",
+        "`users.csv` is empty",
+        lambda d: (d / "users.csv").write_bytes(b""),
+        "users.csv: file is empty (0 bytes), not even a header line",
+        FIX_FILE,
+    ),
+    refused(
+        "header only",
+        "`payments_agg_90d.csv` has its header and no rows",
+        _header_only,
+        "payments_agg_90d.csv: the file has a header but no data rows",
+        FIX_FILE,
+        why="an export that produced nothing is broken, not a month without news",
+    ),
     # --- the header
-    refused("missing column", "`users.csv` without `user_gender`",
-            lambda d: drop_column(d / "users.csv", "user_gender"),
-            "users.csv: line 1: missing column(s): user_gender", "declared in sql/schema.sql", FIX_FILE),
-    refused("unknown column", "`labels.csv` with an extra `favourite_colour` column",
-            lambda d: add_column(d / "labels.csv", "favourite_colour", "blue"),
-            "labels.csv: line 1: unknown column(s): favourite_colour", FIX_FILE,
-            why="a new column is a contract change: add it to sql/schema.sql first"),
-    refused("duplicated column name", "`labels.csv` header `user_id,churn_label,churn_label`",
-            _duplicated_column,
-            "labels.csv: line 1: column(s) named more than once: churn_label", FIX_FILE),
-    refused("trailing comma on every line", "`labels.csv` lines end with `,`", _trailing_comma,
-            "labels.csv: line 1: unknown column(s): '' (an empty name: a trailing comma?)"),
-    accepted("columns in another order", "`users.csv` columns reversed",
-             lambda d: reorder_columns(d / "users.csv", USERS_REVERSED), _same_as_seed("users", 5),
-             why="columns are bound by name from the header, never by position"),
-    accepted("hidden column present", "`subscriptions.csv` gains `add_on_security` (hidden at start)",
-             _add_on,
-             _lands("subscriptions", 0, "add_on_security", True),
-             why="columns marked hidden at start may be absent (NULL) or present"),
-    refused("semicolon-delimited file", "`labels.csv` split by `;`", _delimited(";"),
-            "labels.csv: line 1: the header is one column split by ';'", DELIMITER,
-            why="one delimiter, no sniffing: a guess that is wrong once corrupts a month silently"),
-    refused("tab-delimited file", "`labels.csv` split by tabs", _delimited("\t"),
-            "labels.csv: line 1: the header is one column split by '\\t'", DELIMITER),
+    refused(
+        "missing column",
+        "`users.csv` without `user_gender`",
+        lambda d: drop_column(d / "users.csv", "user_gender"),
+        "users.csv: line 1: missing column(s): user_gender",
+        "declared in sql/schema.sql",
+        FIX_FILE,
+    ),
+    refused(
+        "unknown column",
+        "`labels.csv` with an extra `favourite_colour` column",
+        lambda d: add_column(d / "labels.csv", "favourite_colour", "blue"),
+        "labels.csv: line 1: unknown column(s): favourite_colour",
+        FIX_FILE,
+        why="a new column is a contract change: add it to sql/schema.sql first",
+    ),
+    refused(
+        "duplicated column name",
+        "`labels.csv` header `user_id,churn_label,churn_label`",
+        _duplicated_column,
+        "labels.csv: line 1: column(s) named more than once: churn_label",
+        FIX_FILE,
+    ),
+    refused(
+        "trailing comma on every line",
+        "`labels.csv` lines end with `,`",
+        _trailing_comma,
+        "labels.csv: line 1: unknown column(s): '' (an empty name: a trailing comma?)",
+    ),
+    accepted(
+        "columns in another order",
+        "`users.csv` columns reversed",
+        lambda d: reorder_columns(d / "users.csv", USERS_REVERSED),
+        _same_as_seed("users", 5),
+        why="columns are bound by name from the header, never by position",
+    ),
+    accepted(
+        "hidden column present",
+        "`subscriptions.csv` gains `add_on_security` (hidden at start)",
+        _add_on,
+        _lands("subscriptions", 0, "add_on_security", True),
+        why="columns marked hidden at start may be absent (NULL) or present",
+    ),
+    refused(
+        "semicolon-delimited file",
+        "`labels.csv` split by `;`",
+        _delimited(";"),
+        "labels.csv: line 1: the header is one column split by ';'",
+        DELIMITER,
+        why="one delimiter, no sniffing: a guess that is wrong once corrupts a month silently",
+    ),
+    refused(
+        "tab-delimited file",
+        "`labels.csv` split by tabs",
+        _delimited("\t"),
+        "labels.csv: line 1: the header is one column split by '\\t'",
+        DELIMITER,
+    ),
     # --- bytes and line endings
-    accepted("UTF-8 BOM and CRLF", "`users.csv` starts with a BOM, lines end with CRLF", _bom_crlf,
-             _same_as_seed("users", 0), why="what spreadsheet exports write; the last column keeps no `\\r`"),
-    accepted("CR-only line endings", "`users.csv` lines end with a lone CR (old Mac)", _cr_only,
-             _same_as_seed("users", 6999), why="DuckDB and the line finder both split on a lone CR"),
-    accepted("blank lines", "`users.csv` with blank lines between rows and at the end", _blank_lines,
-             _user_count(7000), why="blank lines are skipped, not rows"),
-    rejected("a reject after blank lines names its own line", "two blank lines, then `maybe` in a later row",
-             _blank_lines_then_bad, row("labels", 13, "churn_label", f'"maybe" {BOOLEANS}'),
-             why="line numbers are physical lines, blank ones included"),
-    rejected("Latin-1 bytes", "`users.csv` has `Fémale` encoded as Latin-1 in row 5", _latin1,
-             row("users", 6, "user_gender", NOT_UTF8, "F"), luigi=True),
-    refused("Latin-1 header", "`labels.csv` header has a Latin-1 byte", _latin1_header,
-            "labels.csv: line 1: header is not UTF-8 (byte 21); re-export the file as UTF-8"),
-    refused("UTF-16 file", "`labels.csv` saved as UTF-16 (with BOM)", _utf16,
-            "labels.csv: line 1: header is not UTF-8 (byte 1); re-export the file as UTF-8"),
-    rejected("NUL byte in a text value", "`user_gender` is `Fe<NUL>male`",
-             _value("users", 2, "user_gender", "Fe\0male"),
-             row("users", 4, "user_gender", NUL, "Fe\0male")),
-    rejected("NUL byte in a number", "`skips_7d` is `1<NUL>2`", _value(USAGE, 2, "skips_7d", "1\x002"),
-             row(USAGE, 4, "skips_7d", NUL, "1\x002")),
-    rejected("NUL byte in user_id", "`user_id` is `ab<NUL>c` in `labels.csv`",
-             _value("labels", 2, "user_id", "ab\0c"),
-             row("labels", 4, "user_id", NUL, "ab\0c")),
+    accepted(
+        "UTF-8 BOM and CRLF",
+        "`users.csv` starts with a BOM, lines end with CRLF",
+        _bom_crlf,
+        _same_as_seed("users", 0),
+        why="what spreadsheet exports write; the last column keeps no `\\r`",
+    ),
+    accepted(
+        "CR-only line endings",
+        "`users.csv` lines end with a lone CR (old Mac)",
+        _cr_only,
+        _same_as_seed("users", 6999),
+        why="DuckDB and the line finder both split on a lone CR",
+    ),
+    accepted(
+        "blank lines",
+        "`users.csv` with blank lines between rows and at the end",
+        _blank_lines,
+        _user_count(7000),
+        why="blank lines are skipped, not rows",
+    ),
+    rejected(
+        "a reject after blank lines names its own line",
+        "two blank lines, then `maybe` in a later row",
+        _blank_lines_then_bad,
+        row("labels", 13, "churn_label", f'"maybe" {BOOLEANS}'),
+        why="line numbers are physical lines, blank ones included",
+    ),
+    rejected(
+        "Latin-1 bytes",
+        "`users.csv` has `Fémale` encoded as Latin-1 in row 5",
+        _latin1,
+        row("users", 6, "user_gender", NOT_UTF8, "F"),
+        luigi=True,
+    ),
+    refused(
+        "Latin-1 header",
+        "`labels.csv` header has a Latin-1 byte",
+        _latin1_header,
+        "labels.csv: line 1: header is not UTF-8 (byte 21); re-export the file as UTF-8",
+    ),
+    refused(
+        "UTF-16 file",
+        "`labels.csv` saved as UTF-16 (with BOM)",
+        _utf16,
+        "labels.csv: line 1: header is not UTF-8 (byte 1); re-export the file as UTF-8",
+    ),
+    rejected(
+        "NUL byte in a text value",
+        "`user_gender` is `Fe<NUL>male`",
+        _value("users", 2, "user_gender", "Fe\0male"),
+        row("users", 4, "user_gender", NUL, "Fe\0male"),
+    ),
+    rejected(
+        "NUL byte in a number",
+        "`skips_7d` is `1<NUL>2`",
+        _value(USAGE, 2, "skips_7d", "1\x002"),
+        row(USAGE, 4, "skips_7d", NUL, "1\x002"),
+    ),
+    rejected(
+        "NUL byte in user_id",
+        "`user_id` is `ab<NUL>c` in `labels.csv`",
+        _value("labels", 2, "user_id", "ab\0c"),
+        row("labels", 4, "user_id", NUL, "ab\0c"),
+    ),
     # --- fields and quoting
-    accepted("quoted field with an embedded comma", 'a user_id `"Doe, Jane"` in every file',
-             _renamed("Doe, Jane"),
-             _id_round_trips("Doe, Jane"), why="RFC 4180 quoting; the value round-trips to PostgreSQL"),
-    accepted("quoted field with an embedded newline", "a user_id with a quoted line break, in every file",
-             _renamed("first line\nsecond line"), _id_round_trips("first line\nsecond line"),
-             why="the line break is part of the value, in the lake and in PostgreSQL"),
-    rejected("a reject after a multi-line field names its physical line",
-             "a quoted line break in row 1, then `maybe` in row 10", _multiline_then_bad,
-             row("labels", 12, "churn_label", f'"maybe" {BOOLEANS}')),
-    rejected("stray quote", "a field of `labels.csv` opens a quote that never closes", _stray_quote,
-             row("labels", 4, None, STRAY_QUOTE, '"')),
-    rejected("too many fields", "row 7 of `usage_agg_30d.csv` has one value more", _extra_field,
-             row(USAGE, 8, None, "too many fields: the row has more values than the header has columns (an "
-                                 "unquoted comma or a different delimiter?)", ",7")),
-    rejected("too few fields", "row 4 of `support_agg_90d.csv` lacks its last value", _missing_field,
-             row("support_agg_90d", 5, None,
-                 "too few fields: the row has fewer values than the header has columns")),
-    rejected("1 MB text field", "`user_gender` is 1,048,576 characters",
-             _value("users", 2, "user_gender", "F" * MB),
-             row("users", 4, "user_gender", f'"{"F" * 40}…" is {MB} {TOO_LONG.format("user_gender")}'),
-             why="every TEXT column is an id or a short code; a value that long is a broken export (a stray "
-                 "quote, typically), refused at staging with its line rather than by a rule later"),
-    rejected("3,000-character user_id", "a user_id of 3,000 characters in every file", _renamed("u" * 3000),
-             row("users", 2, "user_id", f'"{"u" * 40}…" is 3000 {TOO_LONG.format("user_id")}'),
-             why="PostgreSQL cannot index a key over ~2,700 bytes: the publish transaction would fail"),
-    rejected("row over 4 MB", "a 5 MB `user_gender`", _huge_line,
-             row("users", 4, None, "the row is longer than 4 MB", "FFFF")),
+    accepted(
+        "quoted field with an embedded comma",
+        'a user_id `"Doe, Jane"` in every file',
+        _renamed("Doe, Jane"),
+        _id_round_trips("Doe, Jane"),
+        why="RFC 4180 quoting; the value round-trips to PostgreSQL",
+    ),
+    accepted(
+        "quoted field with an embedded newline",
+        "a user_id with a quoted line break, in every file",
+        _renamed("first line\nsecond line"),
+        _id_round_trips("first line\nsecond line"),
+        why="the line break is part of the value, in the lake and in PostgreSQL",
+    ),
+    rejected(
+        "a reject after a multi-line field names its physical line",
+        "a quoted line break in row 1, then `maybe` in row 10",
+        _multiline_then_bad,
+        row("labels", 12, "churn_label", f'"maybe" {BOOLEANS}'),
+    ),
+    rejected(
+        "stray quote",
+        "a field of `labels.csv` opens a quote that never closes",
+        _stray_quote,
+        row("labels", 4, None, STRAY_QUOTE, '"'),
+    ),
+    rejected(
+        "too many fields",
+        "row 7 of `usage_agg_30d.csv` has one value more",
+        _extra_field,
+        row(
+            USAGE,
+            8,
+            None,
+            "too many fields: the row has more values than the header has columns (an "
+            "unquoted comma or a different delimiter?)",
+            ",7",
+        ),
+    ),
+    rejected(
+        "too few fields",
+        "row 4 of `support_agg_90d.csv` lacks its last value",
+        _missing_field,
+        row("support_agg_90d", 5, None, "too few fields: the row has fewer values than the header has columns"),
+    ),
+    rejected(
+        "1 MB text field",
+        "`user_gender` is 1,048,576 characters",
+        _value("users", 2, "user_gender", "F" * MB),
+        row("users", 4, "user_gender", f'"{"F" * 40}…" is {MB} {TOO_LONG.format("user_gender")}'),
+        why="every TEXT column is an id or a short code; a value that long is a broken export (a stray "
+        "quote, typically), refused at staging with its line rather than by a rule later",
+    ),
+    rejected(
+        "3,000-character user_id",
+        "a user_id of 3,000 characters in every file",
+        _renamed("u" * 3000),
+        row("users", 2, "user_id", f'"{"u" * 40}…" is 3000 {TOO_LONG.format("user_id")}'),
+        why="PostgreSQL cannot index a key over ~2,700 bytes: the publish transaction would fail",
+    ),
+    rejected(
+        "row over 4 MB",
+        "a 5 MB `user_gender`",
+        _huge_line,
+        row("users", 4, None, "the row is longer than 4 MB", "FFFF"),
+    ),
     # --- numbers
-    accepted("spaces around numbers", "`skips_7d` is ` 12 `, `watch_hours_30d` is ` 3.5 `", _spaced_numbers,
-             _both(_lands(USAGE, 0, "skips_7d", 12), _lands(USAGE, 0, "watch_hours_30d", Decimal("3.5"))),
-             why="spaces around a number, date or boolean are trimmed (never inside TEXT: ids stay as "
-                 "written)"),
+    accepted(
+        "spaces around numbers",
+        "`skips_7d` is ` 12 `, `watch_hours_30d` is ` 3.5 `",
+        _spaced_numbers,
+        _both(_lands(USAGE, 0, "skips_7d", 12), _lands(USAGE, 0, "watch_hours_30d", Decimal("3.5"))),
+        why="spaces around a number, date or boolean are trimmed (never inside TEXT: ids stay as written)",
+    ),
     bad_value("NaN in NUMERIC", USAGE, 4, "watch_hours_30d", "NaN", NOT_FINITE),
     bad_value("NaN in INT", USAGE, 4, "skips_7d", "nan", NOT_FINITE),
     bad_value("Infinity in NUMERIC", USAGE, 4, "watch_hours_30d", "Infinity", NOT_FINITE),
     bad_value("Infinity in INT", USAGE, 4, "skips_7d", "-inf", NOT_FINITE),
     bad_value("1e308 in NUMERIC", USAGE, 4, "watch_hours_30d", "1e308", EXPONENT),
     bad_value("1e308 in INT", USAGE, 4, "skips_7d", "1e308", EXPONENT),
-    accepted("-0 in NUMERIC", "`watch_hours_30d` is `-0`", _value(USAGE, 4, "watch_hours_30d", "-0"),
-             _lands(USAGE, 4, "watch_hours_30d", Decimal(0)), why="stored as 0"),
-    accepted("-0 in INT", "`skips_7d` is `-0`", _value(USAGE, 4, "skips_7d", "-0"),
-             _lands(USAGE, 4, "skips_7d", 0), why="stored as 0"),
-    bad_value("thousands separator in NUMERIC", USAGE, 4, "watch_hours_30d", "1,234.5", THOUSANDS,
-              why="`1,234` is one thousand or 1.234 depending on the locale: never guessed"),
+    accepted(
+        "-0 in NUMERIC",
+        "`watch_hours_30d` is `-0`",
+        _value(USAGE, 4, "watch_hours_30d", "-0"),
+        _lands(USAGE, 4, "watch_hours_30d", Decimal(0)),
+        why="stored as 0",
+    ),
+    accepted(
+        "-0 in INT",
+        "`skips_7d` is `-0`",
+        _value(USAGE, 4, "skips_7d", "-0"),
+        _lands(USAGE, 4, "skips_7d", 0),
+        why="stored as 0",
+    ),
+    bad_value(
+        "thousands separator in NUMERIC",
+        USAGE,
+        4,
+        "watch_hours_30d",
+        "1,234.5",
+        THOUSANDS,
+        why="`1,234` is one thousand or 1.234 depending on the locale: never guessed",
+    ),
     bad_value("thousands separator in INT", USAGE, 4, "skips_7d", "1,234", THOUSANDS),
-    bad_value("exponent notation in NUMERIC", USAGE, 4, "watch_hours_30d", "1.5e2", EXPONENT,
-              why="exponent notation is how a float leaks into an export: its digits may already be rounded"),
+    bad_value(
+        "exponent notation in NUMERIC",
+        USAGE,
+        4,
+        "watch_hours_30d",
+        "1.5e2",
+        EXPONENT,
+        why="exponent notation is how a float leaks into an export: its digits may already be rounded",
+    ),
     bad_value("exponent notation in INT", USAGE, 4, "skips_7d", "1E3", EXPONENT),
     bad_value("INT overflow", USAGE, 4, "skips_7d", "2147483648", "is out of range for INT"),
-    bad_value("NUMERIC with 11 decimals", "subscriptions", 1, "monthly_fee", "1.12345678901",
-              "has more than 10 decimal places; the lake keeps NUMERIC exactly and will not round it"),
-    bad_value("NUMERIC with 29 integer digits", "subscriptions", 1, "total_paid", "1" * 29,
-              "has more than 28 digits before the decimal point"),
+    bad_value(
+        "NUMERIC with 11 decimals",
+        "subscriptions",
+        1,
+        "monthly_fee",
+        "1.12345678901",
+        "has more than 10 decimal places; the lake keeps NUMERIC exactly and will not round it",
+    ),
+    bad_value(
+        "NUMERIC with 29 integer digits",
+        "subscriptions",
+        1,
+        "total_paid",
+        "1" * 29,
+        "has more than 28 digits before the decimal point",
+    ),
     bad_value("word in a number", USAGE, 4, "skips_7d", "twelve", "is not a whole number"),
     # --- dates and booleans
     bad_value("date 2024-02-30", "users", 0, "signup_date", "2024-02-30", "is not a calendar date"),
-    bad_value("date not ISO", "users", 0, "signup_date", "31/01/2024", "is not an ISO date (YYYY-MM-DD)",
-              why="day/month order is never guessed"),
-    bad_value("year 0000", "users", 0, "signup_date", "0000-01-01",
-              "is not a calendar date (there is no year 0)"),
+    bad_value(
+        "date not ISO",
+        "users",
+        0,
+        "signup_date",
+        "31/01/2024",
+        "is not an ISO date (YYYY-MM-DD)",
+        why="day/month order is never guessed",
+    ),
+    bad_value("year 0000", "users", 0, "signup_date", "0000-01-01", "is not a calendar date (there is no year 0)"),
     bad_value("boolean outside the accepted set", "labels", 9, "churn_label", "maybe", BOOLEANS),
-    bad_value("boolean Y/N", "users", 9, "has_family", "Y", BOOLEANS,
-              why="the accepted set is explicit; add a spelling to stage.py if an export needs it"),
+    bad_value(
+        "boolean Y/N",
+        "users",
+        9,
+        "has_family",
+        "Y",
+        BOOLEANS,
+        why="the accepted set is explicit; add a spelling to stage.py if an export needs it",
+    ),
     # --- keys
-    rejected("empty user_id", "`user_id` is empty in `payments_agg_90d.csv`",
-             _value("payments_agg_90d", 2, "user_id", ""),
-             row("payments_agg_90d", 4, "user_id", EMPTY_ID)),
-    rejected("blank user_id", "`user_id` is three spaces", _value("payments_agg_90d", 2, "user_id", "   "),
-             row("payments_agg_90d", 4, "user_id", EMPTY_ID)),
-    rejected("invisible user_id", "`user_id` is a tab and a zero-width space",
-             _value("payments_agg_90d", 2, "user_id", "\t\u200b"), row("payments_agg_90d", 4, "user_id", EMPTY_ID),
-             why="a key nobody can see is as good as none"),
-    rejected("duplicate user_id with conflicting rows",
-             "rows 4 and 8 of `labels.csv` share a user_id, their labels differ",
-             _duplicate_conflicting, row("labels", 5, "user_id", DUPLICATE.format("5, 9")),
-             row("labels", 9, "user_id", DUPLICATE.format("5, 9")), luigi=True,
-             why="both rows are rejected: which one is right is not the pipeline's guess"),
-    rejected("duplicate identical rows", "row 4 of `labels.csv` repeated at the end", _duplicate_identical,
-             row("labels", 5, "user_id", DUPLICATE.format("5, 7002")),
-             row("labels", 7002, "user_id", DUPLICATE.format("5, 7002")),
-             why="an exact repeat means the export ran twice or joined wrong: not silently deduplicated"),
-    accepted("user_id with quotes, semicolons and SQL", f"a user_id `{SQL_ID}` in every file",
-             _renamed(SQL_ID),
-             _id_round_trips(SQL_ID), luigi=True,
-             why="stored as data, never executed: the value is in the lake and PostgreSQL, every table "
-                 "still whole"),
+    rejected(
+        "empty user_id",
+        "`user_id` is empty in `payments_agg_90d.csv`",
+        _value("payments_agg_90d", 2, "user_id", ""),
+        row("payments_agg_90d", 4, "user_id", EMPTY_ID),
+    ),
+    rejected(
+        "blank user_id",
+        "`user_id` is three spaces",
+        _value("payments_agg_90d", 2, "user_id", "   "),
+        row("payments_agg_90d", 4, "user_id", EMPTY_ID),
+    ),
+    rejected(
+        "invisible user_id",
+        "`user_id` is a tab and a zero-width space",
+        _value("payments_agg_90d", 2, "user_id", "\t\u200b"),
+        row("payments_agg_90d", 4, "user_id", EMPTY_ID),
+        why="a key nobody can see is as good as none",
+    ),
+    rejected(
+        "duplicate user_id with conflicting rows",
+        "rows 4 and 8 of `labels.csv` share a user_id, their labels differ",
+        _duplicate_conflicting,
+        row("labels", 5, "user_id", DUPLICATE.format("5, 9")),
+        row("labels", 9, "user_id", DUPLICATE.format("5, 9")),
+        luigi=True,
+        why="both rows are rejected: which one is right is not the pipeline's guess",
+    ),
+    rejected(
+        "duplicate identical rows",
+        "row 4 of `labels.csv` repeated at the end",
+        _duplicate_identical,
+        row("labels", 5, "user_id", DUPLICATE.format("5, 7002")),
+        row("labels", 7002, "user_id", DUPLICATE.format("5, 7002")),
+        why="an exact repeat means the export ran twice or joined wrong: not silently deduplicated",
+    ),
+    accepted(
+        "user_id with quotes, semicolons and SQL",
+        f"a user_id `{SQL_ID}` in every file",
+        _renamed(SQL_ID),
+        _id_round_trips(SQL_ID),
+        luigi=True,
+        why="stored as data, never executed: the value is in the lake and PostgreSQL, every table still whole",
+    ),
 ]
 CASES_BY_NAME = {c.name: c for c in CASES}
 assert len(CASES_BY_NAME) == len(CASES), "case names must be unique"
@@ -550,9 +795,27 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_doc() -> str:
+README = PROJECT_ROOT / "README.md"
+README_START = (
+    "<!-- bad-input table: generated from tests/test_bad_input.py CASES (python -m tests.test_bad_input) -->\n"
+)
+README_END = "<!-- end of bad-input table -->"
+
+
+def render_table() -> str:
+    head = "| Case | Input | Outcome | Message (excerpt) / result |\n|---|---|---|---|\n"
     rows = [f"| {_cell(c.name)} | {_cell(c.given)} | {c.outcome} | {_cell(c.shown())} |" for c in CASES]
-    return DOC_HEAD + "\n".join(rows) + "\n"
+    return head + "\n".join(rows) + "\n"
+
+
+def render_doc() -> str:
+    return DOC_HEAD + render_table().split("\n", 2)[2]
+
+
+def render_readme(text: str) -> str:
+    before, _, rest = text.partition(README_START)
+    _, _, after = rest.partition(README_END)
+    return before + README_START + render_table() + README_END + after
 
 
 def test_docs_bad_input_md_is_the_case_table():
@@ -560,12 +823,18 @@ def test_docs_bad_input_md_is_the_case_table():
     assert DOC.read_text(encoding="utf-8") == render_doc(), stale
 
 
+def test_the_readme_shows_the_case_table():
+    text = README.read_text(encoding="utf-8")
+    assert README_START in text, "README.md has no bad-input table"
+    assert text == render_readme(text), (
+        "README.md's bad-input table differs from CASES: run python -m tests.test_bad_input"
+    )
+
+
 # --- the assertions every case shares ----------------------------------------------------------
 
 
-def assert_nothing_published(
-    lake_root: Path, pg: psycopg.Connection, pg_schema: str, as_of: date = JAN
-) -> None:
+def assert_nothing_published(lake_root: Path, pg: psycopg.Connection, pg_schema: str, as_of: date = JAN) -> None:
     assert not list(lake_root.glob(f"snapshots/*/as_of={as_of}")), "no snapshot partition for a refused month"
     assert not list(lake_root.glob(f"raw/*/as_of={as_of}")), "no raw partition for a refused month"
     assert not Lake(lake_root).manifest(as_of).exists(), "no manifest for a refused month"
@@ -574,16 +843,17 @@ def assert_nothing_published(
         return pg.execute("SELECT to_regclass(%s)", [f'"{pg_schema}"."{name}"']).fetchone()[0] is not None
 
     if exists("pipeline_runs"):
-        runs = pg.execute(sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(
-            sql.Identifier(pg_schema, "pipeline_runs")), [as_of]).fetchone()[0]
+        runs = pg.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")),
+            [as_of],
+        ).fetchone()[0]
         assert runs == 0, "pipeline_runs must not record a refused month"
     for table in TABLES:
         for name in (table, f"{table}_snapshots"):
             if exists(name):
                 count = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, name)))
                 assert count.fetchone()[0] == 0, f"{name} must stay empty"
-    staging = pg.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s",
-                         [f"{pg_schema}\\_\\_staging%"])
+    staging = pg.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s", [f"{pg_schema}\\_\\_staging%"])
     assert staging.fetchone()[0] == 0, "no staging schema left behind"
 
 
@@ -665,4 +935,5 @@ def test_bad_input_through_luigi(case: Case, run_luigi, lake_root: Path, pg, pg_
 if __name__ == "__main__":
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(render_doc(), encoding="utf-8")
+    README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
     print(f"wrote {os.path.relpath(DOC)} ({len(CASES)} cases)", file=sys.stderr)
