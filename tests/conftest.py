@@ -93,17 +93,37 @@ def settings(lake_root: Path, pg_dsn: str, pg_schema: str) -> Settings:
     )
 
 
-@pytest.fixture
-def pipeline_env(lake_root: Path, pg_dsn: str, pg_schema: str) -> dict[str, str]:
-    """The environment of a pipeline subprocess: this test's lake, database and schema, nothing else."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG"))}
+def pipeline_environment(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]:
+    """The environment of a pipeline subprocess: this lake, database and schema, none of the caller's
+    own pipeline settings (POSTGRES_*, LAKE_ROOT, LUIGI_CONFIG_PATH, failpoints)."""
+    own = ("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG", "STREAMFLOW_")
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     return {
         **keep,
         "LAKE_ROOT": str(lake_root),
-        "POSTGRES_DSN": pg_dsn,
-        "POSTGRES_SCHEMA": pg_schema,
+        "POSTGRES_DSN": dsn,
+        "POSTGRES_SCHEMA": schema,
         "PYTHONPATH": str(PROJECT_ROOT),
+        **extra,
     }
+
+
+@pytest.fixture
+def pipeline_env(lake_root: Path, pg_dsn: str, pg_schema: str) -> dict[str, str]:
+    """The environment of a pipeline subprocess: this test's lake, database and schema, nothing else."""
+    return pipeline_environment(lake_root, pg_dsn, pg_schema)
+
+
+def start_luigi(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """``luigi --module pipeline ARGS`` in the background, from the repository root, output captured."""
+    return subprocess.Popen(
+        [luigi_bin(), "--module", "pipeline", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def luigi_bin() -> str:

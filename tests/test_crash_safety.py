@@ -17,7 +17,7 @@ from psycopg import sql
 from pipeline.failpoints import POINTS
 from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, luigi_bin
+from tests.conftest import FEB, JAN, PROJECT_ROOT, luigi_bin, pipeline_environment, start_luigi
 
 SCHEMA = load_schema()
 AFTER_COMMIT = POINTS.index("committed")
@@ -87,17 +87,7 @@ def clean_run(tmp_path_factory, pg_dsn: str) -> tuple[dict, dict]:
 
 
 def _env(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]:
-    import os
-
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "STREAMFLOW_"))}
-    return {
-        **base,
-        "LAKE_ROOT": str(lake_root),
-        "POSTGRES_DSN": dsn,
-        "POSTGRES_SCHEMA": schema,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        **extra,
-    }
+    return pipeline_environment(lake_root, dsn, schema, **extra)
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -129,14 +119,7 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
     dsn = server.get_uri()
     env = _env(lake_root, dsn, "restarted", STREAMFLOW_PAUSE="in_sync:6")
     try:
-        run = subprocess.Popen(
-            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_luigi("Month", "--as-of", JAN.isoformat(), env=env)
         import time
 
         deadline = time.monotonic() + 120
@@ -176,15 +159,7 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
 
 def test_the_same_month_twice_at_once_publishes_once(run_luigi, pipeline_env, lake_root, pg, pg_schema):
     runs = [
-        subprocess.Popen(
-            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat(), *extra],
-            cwd=PROJECT_ROOT,
-            env=pipeline_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for extra in ([], ["--workers", "2"])
+        start_luigi("Month", "--as-of", JAN.isoformat(), *extra, env=pipeline_env) for extra in ([], ["--workers", "2"])
     ]
     outputs = [r.communicate(timeout=600) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], [o[1][-2000:] for o in outputs]
@@ -204,17 +179,7 @@ def test_the_same_month_twice_at_once_publishes_once(run_luigi, pipeline_env, la
 
 
 def test_two_months_at_once_both_end_published_in_order(pipeline_env, lake_root, pg, pg_schema):
-    runs = [
-        subprocess.Popen(
-            [luigi_bin(), "--module", "pipeline", "Month", "--as-of", d.isoformat()],
-            cwd=PROJECT_ROOT,
-            env=pipeline_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for d in (FEB, JAN)
-    ]
+    runs = [start_luigi("Month", "--as-of", d.isoformat(), env=pipeline_env) for d in (FEB, JAN)]
     outputs = [r.communicate(timeout=600) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], [o[1][-2000:] for o in outputs]
     manifests = {d: json.loads(Lake(lake_root).manifest(d).read_text()) for d in (JAN, FEB)}
