@@ -352,7 +352,7 @@ def publish(
         if result.live_updated:
             incremental = live_as_of == previous_as_of or (live_as_of == as_of and previous_as_of is None)
             started = time.perf_counter()
-            result.live_rows = _sync_live(conn, schema, pg_schema, stage, incremental)
+            result.live_rows = _sync_live(conn, schema, pg_schema, stage, incremental, run_row["changes"])
             result.seconds["live"] = round(time.perf_counter() - started, 3)
         else:
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
@@ -383,25 +383,35 @@ BULK_WRITE_ROWS = 50_000
 
 
 def _sync_live(
-    conn: psycopg.Connection, schema: Schema, pg_schema: str, stage: str, incremental: bool
+    conn: psycopg.Connection,
+    schema: Schema,
+    pg_schema: str,
+    stage: str,
+    incremental: bool,
+    changes: dict[str, dict[str, int]],
 ) -> dict[str, dict[str, int]]:
     """Upsert the live tables from staging. Incremental (live holds the previous month): only the keys the
     merge marked inserted/updated are written and the deleted ones removed. Otherwise (live holds some
     other month) every staged row is upserted (unchanged ones skipped) and live keys absent from the
-    month removed."""
-    sources = {}
+    month removed. ``changes`` are the merge's counts per table: they size the write without a query."""
+    sources, to_write = {}, 0
     for table in schema.tables:
-        key = _ident(table.key)
-        staged, changes = _ident(stage, table.name), _ident(stage, table.name + CHANGES_SUFFIX)
-        if incremental:
+        counts = changes[table.name]
+        written = counts["inserted"] + counts["updated"]
+        staged = _ident(stage, table.name)
+        if incremental and counts["unchanged"] + counts["carried"] > 0:
             sources[table.name] = sql.SQL(
                 "SELECT {} FROM {} AS s JOIN {} AS c USING ({}) WHERE c.change <> 'deleted'"
-            ).format(_columns(table.column_names, "s"), staged, changes, key)
-        else:
+            ).format(
+                _columns(table.column_names, "s"),
+                staged,
+                _ident(stage, table.name + CHANGES_SUFFIX),
+                _ident(table.key),
+            )
+        else:  # every staged row is to be written (or compared): no need to join with the changed keys
             sources[table.name] = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), staged)
-    to_write = sum(
-        conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS s").format(q)).fetchone()[0] for q in sources.values()
-    )
+            written = written if incremental else written + counts["unchanged"] + counts["carried"]
+        to_write += written
     bulk = to_write > BULK_WRITE_ROWS
     log.info("live tables: %d rows to write%s", to_write, " (bulk: keys dropped and rebuilt)" if bulk else "")
     empty = {t.name for t in schema.tables if bulk and _is_empty(conn, _ident(pg_schema, t.name))}
