@@ -152,15 +152,20 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
 
 def changed_sources(plan: MonthPlan, published: dict, schema: Schema | None = None) -> dict[str, tuple[str, str]]:
     """table -> (published sha256, sha256 now) of every drop file that differs from what was published.
-    Sizes are compared first; a file is hashed only when its size alone cannot tell."""
+    A file whose size and modification time both match what was published is taken as the same file;
+    otherwise it is hashed (a copy of the same bytes is still the same drop)."""
     changed = {}
     for table in (schema or load_schema()).table_names:
         before = published["files"][table]
         path = plan.source_file(table)
         if not path.is_file():
             changed[table] = (before["sha256"], "missing")
-        elif path.stat().st_size != before["size"] or (now := sha256_of(path)) != before["sha256"]:
-            changed[table] = (before["sha256"], "size differs" if path.stat().st_size != before["size"] else now)
+            continue
+        stat = path.stat()
+        if stat.st_size != before["size"]:
+            changed[table] = (before["sha256"], "size differs")
+        elif stat.st_mtime_ns != before.get("mtime_ns") and (now := sha256_of(path)) != before["sha256"]:
+            changed[table] = (before["sha256"], now)
     return changed
 
 

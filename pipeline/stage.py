@@ -64,6 +64,7 @@ class SourceFile:
     size: int
     sha256: str
     rows: int  # data rows in the file, rejected ones included
+    mtime_ns: int = 0  # when size and mtime both match, a rerun trusts the file without hashing it again
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,7 @@ def drop_file(drop_dir: Path, table: Table) -> Path:
     if not path.exists() and not path.is_symlink():
         present = sorted(p.name for p in drop_dir.glob("*.csv"))
         raise DropError(
-            f"{path}: missing file; a drop needs {table.name}.csv "
-            f"(found: {', '.join(present) or 'no CSV files'})"
+            f"{path}: missing file; a drop needs {table.name}.csv (found: {', '.join(present) or 'no CSV files'})"
         )
     resolved = path.resolve()
     if not resolved.is_relative_to(drop_dir.resolve()):
@@ -164,9 +164,7 @@ def read_header(path: Path, table: Table) -> list[str]:
                 )
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise DropError(
-            f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}"
-        )
+        raise DropError(f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}")
     unknown = [n if n else "'' (an empty name: a trailing comma?)" for n in names if n not in expected]
     missing = [n for n in table.required_columns if n not in names]
     problems = []
@@ -232,10 +230,7 @@ def bad_expr(col: Column) -> str:
         cond = f"NOT regexp_full_match({t}, '[+-]?[0-9]+') OR TRY_CAST({t} AS {col.duckdb_type}) IS NULL"
     elif col.pg_type == "DATE":
         # There is no year 0: DuckDB would read 0000 as 1 BC and publish a date the export never said.
-        cond = (
-            f"NOT regexp_full_match({t}, '{ISO_DATE}') OR TRY_CAST({t} AS DATE) IS NULL "
-            f"OR starts_with({t}, '0000')"
-        )
+        cond = f"NOT regexp_full_match({t}, '{ISO_DATE}') OR TRY_CAST({t} AS DATE) IS NULL OR starts_with({t}, '0000')"
     elif col.pg_type == "NUMERIC":
         cond = f"NOT regexp_full_match({t}, {literal(_numeric_pattern(col))})"
     else:  # pragma: no cover - schema.py only lets the types above through
@@ -338,11 +333,7 @@ def stage_table(
     raw, rej_errors, rej_scans = f"typed_{name}", f"rejects_{name}", f"reject_scans_{name}"
     present = [c for c in table.columns if c.name in header]
     select = ", ".join(
-        (
-            f"{typed_expr(c)} AS {quote(c.name)}"
-            if c.name in header
-            else f"NULL::{c.duckdb_type} AS {quote(c.name)}"
-        )
+        (f"{typed_expr(c)} AS {quote(c.name)}" if c.name in header else f"NULL::{c.duckdb_type} AS {quote(c.name)}")
         for c in table.columns
     )
     bad = " OR ".join(bad_expr(c) for c in present)
@@ -352,9 +343,7 @@ def stage_table(
             f"FROM {_read_csv_sql(path, header, rej_errors, rej_scans)}"
         )
     except duckdb.Error as e:
-        raise DropError(
-            f"{path}: DuckDB could not read the file: {_first_line(e)}; {HOW_TO_FIX_FILE}"
-        ) from None
+        raise DropError(f"{path}: DuckDB could not read the file: {_first_line(e)}; {HOW_TO_FIX_FILE}") from None
     key = quote(table.key)
     parsed, bad_rows, duplicate_rows = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE _bad), "
@@ -384,14 +373,16 @@ def stage_table(
             100 * max_reject_ratio,
             rejects_dir,
         )
-    source = SourceFile(name=path.name, size=path.stat().st_size, sha256=sha256_of(path), rows=total)
+    stat = path.stat()
+    source = SourceFile(
+        name=path.name, size=stat.st_size, sha256=sha256_of(path), rows=total, mtime_ns=stat.st_mtime_ns
+    )
     columns = ", ".join(quote(c) for c in table.column_names)
     duplicated = f"SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1"
     keep = f"NOT _bad AND {key} NOT IN ({duplicated})"
     with lakefs.atomic_file(out_file) as tmp:
         con.execute(
-            f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} "
-            f"(FORMAT parquet, COMPRESSION zstd)"
+            f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
         )
     con.execute(f"DROP TABLE {raw}")
     result = StageResult(
@@ -427,8 +418,7 @@ def _explain_rejects(
         f"{_read_csv_sql(path, header, rej_errors + '_again', rej_errors + '_again_scans')}"
     )
     bad_cells = con.execute(
-        f"SELECT rowid, [{reasons}] FROM {raw_table} WHERE {' OR '.join(bad_expr(c) for c in present)} "
-        f"ORDER BY rowid"
+        f"SELECT rowid, [{reasons}] FROM {raw_table} WHERE {' OR '.join(bad_expr(c) for c in present)} ORDER BY rowid"
     ).fetchall()
     key = quote(table.key)
     duplicates = con.execute(
@@ -559,9 +549,7 @@ def _rejects_message(
         for r in rejects[:MAX_LISTED_REJECTS]
     )
     more = f"\n  … and {len(rejects) - MAX_LISTED_REJECTS} more" if len(rejects) > MAX_LISTED_REJECTS else ""
-    allowed = (
-        "any reject fails the month" if max_ratio == 0 else f"at most {100 * max_ratio:g}% may be rejected"
-    )
+    allowed = "any reject fails the month" if max_ratio == 0 else f"at most {100 * max_ratio:g}% may be rejected"
     return (
         f"{path}: {rows} of {total} rows rejected ({allowed}):\n{listed}{more}\n"
         f"All rejects: {rejects_dir / 'rejects.parquet'}. Fix the export and run the month again "
