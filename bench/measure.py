@@ -10,6 +10,7 @@ not counted for any tool.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -52,10 +53,8 @@ def _tree_rss(proc: psutil.Process) -> int:
     except psutil.Error:
         return 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):  # ended between listing and reading
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 

@@ -16,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-COPY_CHUNK = 1 << 20
-
-
 from bench.contract import load
 from bench.contract import quote as _q
+
+COPY_CHUNK = 1 << 20
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ nothing heavy, forks the command, waits, and writes the command's wall time and
 """
 
 import json
-import os
 import resource
 import subprocess
 import sys
