@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from bench import drops as drops_mod
 from bench import contract, measure, pg, report
+from bench import drops as drops_mod
 
 log = logging.getLogger("bench")
 

@@ -59,8 +59,7 @@ def evaluate_targets(months: list[dict], users: int) -> list[dict]:
 
     s = speedup(first)
     add("first month >= 10x faster than the baseline", f"{s:.1f}x" if s else "n/a", s >= 10 if s else None)
-    if following:
-        m = following[0]
+    for m in following:
         s = speedup(m)
         add(f"following month ({m['as_of']}) >= 10x faster than the baseline", f"{s:.1f}x" if s else "n/a",
             s >= 10 if s else None)
@@ -89,8 +88,9 @@ def evaluate_targets(months: list[dict], users: int) -> list[dict]:
         add(f"pipeline peak RSS < {limit_gb} GB ({users:,} users)", f"max {max(rss):.0f} MB",
             max(rss) * 2**20 < limit_gb * GB)
     if users != 1_000_000:
+        note = f"targets are set for 1,000,000 users; this run has {users:,}"
         for t in targets:
-            t["note"] = (t["note"] + " " if t["note"] else "") + f"(targets are set for 1,000,000 users; this run has {users:,})"
+            t["note"] = f"{t['note']} ({note})" if t["note"] else note
     return targets
 
 
@@ -125,8 +125,9 @@ def format_month(month: dict) -> str:
         lines.append("  pipeline stages (manifest): " + "  ".join(f"{k}={v:.2f}s" for k, v in t.items()))
     changes = month.get("pipeline_changes")
     if changes:
-        lines.append("  changed rows (inserted+updated+deleted): " + ", ".join(
-            f"{tbl} {c.get('inserted', 0) + c.get('updated', 0) + c.get('deleted', 0):,}" for tbl, c in changes.items()))
+        changed = {tbl: c.get("inserted", 0) + c.get("updated", 0) + c.get("deleted", 0) for tbl, c in changes.items()}
+        listed = ", ".join(f"{t} {n:,}" for t, n in changed.items())
+        lines.append(f"  changed rows (inserted+updated+deleted): {listed}")
     return "\n".join(lines)
 
 

@@ -21,7 +21,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-
 from bench.contract import Table, load
 from bench.contract import quote as _q
 
