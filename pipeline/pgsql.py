@@ -222,51 +222,57 @@ def load_staging(
     staged = StagedMonth(staging_schema(pg_schema, as_of))
     stage = staged.schema_name
     with conn.transaction():
-        _load_staging(conn, duck, schema, stage, snapshot_files, changes_files, volume, scratch_dir, staged)
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
+        for table in schema.tables:
+            staged.rows[table.name] = _load_table(
+                conn, duck, table, stage, snapshot_files[table.name], changes_files[table.name], scratch_dir
+            )
+        _load_volume(conn, stage, volume)
     return staged
 
 
-def _load_staging(
+def _load_table(
     conn: psycopg.Connection,
     duck: duckdb.DuckDBPyConnection,
-    schema: Schema,
+    table: Table,
     stage: str,
-    snapshot_files: dict[str, Path],
-    changes_files: dict[str, Path],
-    volume: list[dict],
+    snapshot_file: Path,
+    changes_file: Path,
     scratch_dir: Path,
-    staged: StagedMonth,
-) -> None:
-    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
-    conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
-    for table in schema.tables:
-        started = time.perf_counter()
-        conn.execute(ddl.staging_table(table, stage))  # type: ignore[arg-type]
-        select = f"SELECT {export_expr(table)} FROM {read_parquet(snapshot_files[table.name])}"
-        rows = copy_parquet(
-            conn, duck, select, _ident(stage, table.name), table.column_names, scratch_dir / f"{table.name}.csv"
-        )
-        changes = _ident(stage, table.name + CHANGES_SUFFIX)
-        conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({} TEXT, change TEXT)").format(changes, _ident(table.key)))
-        copy_parquet(
-            conn,
-            duck,
-            f"SELECT * FROM {read_parquet(changes_files[table.name])}",
-            changes,
-            [table.key, "change"],
-            scratch_dir / f"{table.name}{CHANGES_SUFFIX}.csv",
-        )
-        # statistics now, so the checks' and the publish's joins are planned for the real row counts
-        conn.execute(sql.SQL("ANALYZE {}, {}").format(_ident(stage, table.name), changes))
-        staged.rows[table.name] = rows
-        elapsed = time.perf_counter() - started
-        log.info(
-            "load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s",
-            table.name,
-            rows,
-            elapsed,
-            rows / elapsed if elapsed else 0,
-        )
+) -> int:
+    """One table's merged snapshot and changed keys into staging; returns the snapshot's rows."""
+    started = time.perf_counter()
+    conn.execute(ddl.staging_table(table, stage))  # type: ignore[arg-type]
+    select = f"SELECT {export_expr(table)} FROM {read_parquet(snapshot_file)}"
+    rows = copy_parquet(
+        conn, duck, select, _ident(stage, table.name), table.column_names, scratch_dir / f"{table.name}.csv"
+    )
+    changes = _ident(stage, table.name + CHANGES_SUFFIX)
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({} TEXT, change TEXT)").format(changes, _ident(table.key)))
+    copy_parquet(
+        conn,
+        duck,
+        f"SELECT * FROM {read_parquet(changes_file)}",
+        changes,
+        [table.key, "change"],
+        scratch_dir / f"{table.name}{CHANGES_SUFFIX}.csv",
+    )
+    # statistics now, so the checks' and the publish's joins are planned for the real row counts
+    conn.execute(sql.SQL("ANALYZE {}, {}").format(_ident(stage, table.name), changes))
+    elapsed = time.perf_counter() - started
+    log.info(
+        "load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s",
+        table.name,
+        rows,
+        elapsed,
+        rows / elapsed if elapsed else 0,
+    )
+    return rows
+
+
+def _load_volume(conn: psycopg.Connection, stage: str, volume: list[dict]) -> None:
+    """The drop volume figures the quality checks compare (checks/across_tables.yml)."""
     volume_table = _ident(stage, VOLUME_TABLE)
     conn.execute(
         sql.SQL(
