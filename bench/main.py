@@ -260,20 +260,59 @@ def _median_nested(dicts: list[dict]) -> dict:
     return {k: _median_dict([d[k] for d in dicts if k in d]) for k in dicts[0]}
 
 
-def summarize_sql_trace(path: Path, top: int = 15) -> dict:
-    """Seconds by who (pipeline statements, pipeline COPY, Soda) and the slowest statement shapes."""
-    by_who: dict[str, float] = {}
-    by_shape: dict[tuple[str, str], list[float]] = {}
+def _sql_category(who: str, text: str) -> str:
+    """What a traced statement is for, in the words of the profile."""
+    upper = text.upper()
+    if who == "soda":
+        if "INFORMATION_SCHEMA" in upper:
+            return "soda: schema check (catalog)"
+        if " LEFT JOIN " in upper:
+            return "soda: reference check (anti-join)"
+        if "GROUP BY" in upper:
+            return "soda: duplicate check (GROUP BY key)"
+        return "soda: one aggregate scan per table (row count, missing, invalid, failed rows)"
+    if who == "pipeline-copy":
+        return "staging: COPY into PostgreSQL"
+    verb = " ".join(upper.split()[:2])
+    if verb.startswith("INSERT INTO"):
+        if "_SNAPSHOTS" in upper:
+            return "publish: snapshot INSERT"
+        if "STAGING" in upper.split(" FROM ")[0] or "DROP_VOLUME" in upper:
+            return "staging: other"
+        return "publish: live INSERT/UPSERT"
+    if verb.startswith("ALTER TABLE"):
+        if "ATTACH PARTITION" in upper:
+            return "publish: ATTACH PARTITION"
+        if "ADD PRIMARY KEY" in upper and "_SNAPSHOTS" in upper:
+            return "publish: snapshot primary key build"
+        if "ADD" in upper and ("PRIMARY KEY" in upper or "FOREIGN KEY" in upper):
+            return "publish: live key / reference rebuild (validated)"
+        return "publish: other DDL"
+    if verb.startswith("DELETE"):
+        return "publish: live DELETE"
+    if verb.startswith("ANALYZE"):
+        return "staging: ANALYZE"
+    if verb.startswith("DROP SCHEMA") or verb.startswith("DROP TABLE"):
+        return "drop staging"
+    if verb.startswith("CREATE"):
+        return "DDL: CREATE tables"
+    return "other statements"
+
+
+def summarize_sql_trace(path: Path, top: int = 12) -> dict:
+    """Seconds by category (see _sql_category) and the slowest statements of one traced pipeline run."""
+    by_category: dict[str, float] = {}
+    by_statement: list[tuple[float, str, str]] = []
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        by_who[r["who"]] = by_who.get(r["who"], 0.0) + r["s"]
-        key = (r["who"], r["sql"][:160])
-        by_shape.setdefault(key, []).append(r["s"])
-    slowest = sorted(by_shape.items(), key=lambda kv: -sum(kv[1]))[:top]
+        category = _sql_category(r["who"], r["sql"])
+        by_category[category] = by_category.get(category, 0.0) + r["s"]
+        by_statement.append((r["s"], category, r["sql"][:200]))
+    by_statement.sort(reverse=True)
     return {
-        "seconds_by_who": {k: round(v, 2) for k, v in by_who.items()},
-        "statements": sum(len(v) for v in by_shape.values()),
-        "slowest": [{"who": w, "sql": q, "calls": len(v), "seconds": round(sum(v), 3)} for (w, q), v in slowest],
+        "seconds_by_category": {k: round(v, 2) for k, v in sorted(by_category.items(), key=lambda kv: -kv[1])},
+        "statements": len(by_statement),
+        "slowest": [{"seconds": round(t, 3), "category": c, "sql": q} for t, c, q in by_statement[:top]],
     }
 
 
@@ -311,12 +350,13 @@ def main(argv: list[str] | None = None) -> int:
             log.info("--- sequence %d of %d ---", rep + 1, args.repeat)
             bench.sequence(rep, months, samples)
         if args.trace_sql:
-            trace = logs / "sql-trace.jsonl"
+            trace_summary = {}
             rep = args.repeat  # a fresh lake and schema, untimed for the results
             for as_of, _, source in months:
+                trace = logs / f"sql-trace-{as_of}.jsonl"
                 if bench.pipeline(rep, as_of, source, trace=trace)["returncode"] != 0:
                     break
-            trace_summary = summarize_sql_trace(trace) if trace.exists() else None
+                trace_summary[as_of] = summarize_sql_trace(trace) if trace.exists() else None
     finally:
         if not args.keep:
             pg.drop_database(args.dsn, db_name)
@@ -375,10 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format_month(month))
     print()
     print(report.format_targets(targets))
-    if trace_summary:
-        print()
-        print("SQL trace (profiling sequence): " + ", ".join(
-            f"{k} {v:.1f}s" for k, v in trace_summary["seconds_by_who"].items()))
+    for as_of, summary in (trace_summary or {}).items():
+        if summary:
+            print(f"\nSQL trace of {as_of} (profiling run, seconds by category):")
+            for category, seconds in summary["seconds_by_category"].items():
+                print(f"  {seconds:8.2f}  {category}")
     print(f"\nresults: {json_path}")
     if bench.failures:
         print("\nFAILURES:\n  " + "\n  ".join(bench.failures), file=sys.stderr)
