@@ -378,8 +378,9 @@ def stage_table(
         name=path.name, size=stat.st_size, sha256=sha256_of(path), rows=total, mtime_ns=stat.st_mtime_ns
     )
     columns = ", ".join(quote(c) for c in table.column_names)
-    duplicated = f"SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1"
-    keep = f"NOT _bad AND {key} NOT IN ({duplicated})"
+    keep = "NOT _bad"
+    if duplicate_rows:  # group by the key a second time only when the first pass found repeats
+        keep += f" AND {key} NOT IN (SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1)"
     with lakefs.atomic_file(out_file) as tmp:
         con.execute(
             f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
