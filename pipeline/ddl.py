@@ -3,7 +3,8 @@
 - live tables: the declared statement as it is, in the target schema (keys and references kept);
 - ``<table>_snapshots``: the declared columns plus ``as_of DATE``, primary key (key, as_of),
   partitioned by list of as_of: one partition per month, so a month loads into a fresh table;
-- staging tables: the declared columns only, UNLOGGED (they are rebuilt on every run);
+- the month's partition is loaded in the staging schema (``staged_partition``), checked there, and
+  moved and attached by the publish; the staging schema's other tables are UNLOGGED scratch;
 - ``subscriptions_profile_snapshots``: the view the old consumers read.
 """
 
@@ -84,10 +85,7 @@ def live_table(table: Table, schema: str) -> str:
 def snapshot_table(table: Table, schema: str) -> str:
     create = sqlglot.parse_one(f'CREATE TABLE IF NOT EXISTS t (x INT) PARTITION BY LIST ("{AS_OF}")', read=PG)
     create.this.set("this", _table(table.name + SNAPSHOT_SUFFIX, schema))
-    columns = _bare_columns(table)
-    for column in columns:
-        if column.name == table.key:
-            _not_null(column)
+    columns = _key_not_null(table)
     as_of = _not_null(exp.ColumnDef(this=exp.to_identifier(AS_OF, quoted=True), kind=exp.DataType.build("DATE")))
     key = exp.PrimaryKey(expressions=[exp.to_identifier(table.key, quoted=True), exp.to_identifier(AS_OF, quoted=True)])
     create.this.set("expressions", [*columns, as_of, key])
@@ -98,33 +96,39 @@ def partition_name(table: Table, as_of: date) -> str:
     return f"{table.name}{SNAPSHOT_SUFFIX}_{as_of:%Y%m%d}"
 
 
-def standalone_partition(table: Table, schema: str, as_of: date) -> str:
-    """The month's partition as a plain table with the snapshot table's columns and no index yet: it is
-    filled first, then gets its primary key in one sorted build, then is attached."""
-    create = sqlglot.parse_one("CREATE TABLE t (x INT)", read=PG)
-    create.this.set("this", _table(partition_name(table, as_of), schema))
-    as_of_column = _not_null(exp.ColumnDef(this=exp.to_identifier(AS_OF, quoted=True), kind=exp.DataType.build("DATE")))
+STAGED_AS_OF_CHECK = "staged_as_of"
+
+
+def staged_partition(table: Table, schema: str, as_of: date) -> str:
+    """The month's partition as it is loaded in the staging schema: the snapshot table's columns, ``as_of``
+    filled in by its default, and a CHECK on ``as_of`` that implies the partition bound, so that ATTACH
+    PARTITION trusts it instead of scanning the table. The publish drops the default and the check."""
+    day = as_of.isoformat()
+    template = sqlglot.parse_one(
+        f"CREATE TABLE t ({AS_OF} DATE NOT NULL DEFAULT CAST('{day}' AS DATE), "
+        f"CONSTRAINT {STAGED_AS_OF_CHECK} CHECK ({AS_OF} = CAST('{day}' AS DATE)))",
+        read=PG,
+    )
+    template.this.set("this", _table(partition_name(table, as_of), schema))
+    as_of_column, check = template.this.expressions
+    as_of_column.set("this", exp.to_identifier(AS_OF, quoted=True))
+    template.this.set("expressions", [*_key_not_null(table), as_of_column, check])
+    return template.sql(PG)
+
+
+def _key_not_null(table: Table) -> list[exp.ColumnDef]:
     columns = _bare_columns(table)
     for column in columns:
         if column.name == table.key:
             _not_null(column)
-    create.this.set("expressions", [*columns, as_of_column])
-    return create.sql(PG)
+    return columns
 
 
-def snapshot_partition(table: Table, schema: str, as_of: date) -> str:
-    create = sqlglot.parse_one(
-        f"CREATE TABLE IF NOT EXISTS p PARTITION OF t FOR VALUES IN ('{as_of.isoformat()}')", read=PG
-    )
-    create.set("this", _table(partition_name(table, as_of), schema))
-    create.find(exp.PartitionedOfProperty).set("this", _table(table.name + SNAPSHOT_SUFFIX, schema))
-    return create.sql(PG)
-
-
-def staging_table(table: Table, schema: str) -> str:
+def staging_table(table: Table, schema: str, name: str, columns: list[str] | None = None) -> str:
+    """An UNLOGGED scratch table in the staging schema with (some of) the declared columns."""
     create = sqlglot.parse_one("CREATE UNLOGGED TABLE t (x INT)", read=PG)
-    create.this.set("this", _table(table.name, schema))
-    create.this.set("expressions", _bare_columns(table))
+    create.this.set("this", _table(name, schema))
+    create.this.set("expressions", [c for c in _bare_columns(table) if columns is None or c.name in columns])
     return create.sql(PG)
 
 

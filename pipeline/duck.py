@@ -27,6 +27,39 @@ def connect(settings: Settings, database: str = ":memory:") -> duckdb.DuckDBPyCo
     return con
 
 
+# A DuckDB job (staging one table, merging one, exporting one to PostgreSQL) runs next to another only if
+# each still gets this much of ``duckdb_memory_limit``; below it they run one at a time, as DuckDB spills
+# far more, and an export (which keeps row order) can run out of memory when squeezed.
+MIN_JOB_MEMORY = 256 * 2**20
+_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def memory_bytes(text: str) -> int:
+    """``duckdb_memory_limit`` in bytes ('1GB' -> 10**9, '512MiB' -> 2**29), as DuckDB reads it."""
+    cleaned = _memory_literal(text).lower()
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number) :] or "b"
+    if unit not in _UNITS or not number:
+        raise ValueError(f"duckdb_memory_limit {text!r} is not a size like 1GB or 512MB")
+    return int(float(number) * _UNITS[unit])
+
+
+def parallel_jobs(settings: Settings, wanted: int) -> int:
+    """How many DuckDB jobs may run at once within ``duckdb_memory_limit`` (at most ``wanted``)."""
+    return max(1, min(wanted, memory_bytes(settings.duckdb_memory_limit) // MIN_JOB_MEMORY))
+
+
+def share(settings: Settings, jobs: int) -> Settings:
+    """Settings for one of ``jobs`` DuckDB connections that run at once: each gets its share of the
+    memory limit, so together they stay within it."""
+    if jobs <= 1:
+        return settings
+    return settings.with_(duckdb_memory_limit=f"{memory_bytes(settings.duckdb_memory_limit) // jobs}B")
+
+
 def _memory_literal(text: str) -> str:
     cleaned = text.strip().replace(" ", "")
     if not cleaned or not all(ch.isalnum() or ch == "." for ch in cleaned):

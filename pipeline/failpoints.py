@@ -18,8 +18,8 @@ POINTS = (
     "staged",  # a table's typed drop written to the work folder
     "merged",  # a table's snapshot written to the work folder
     "staging_loaded",  # the month COPYed into PostgreSQL's staging schema
-    "checked",  # the Soda scan passed
     "in_sync",  # inside the publish transaction, the advisory lock taken, nothing written yet
+    "checked",  # the Soda scan passed; the live upsert runs (or ran) in the open transaction
     "in_transaction",  # inside the publish transaction, every statement run, not yet committed
     "committed",  # PostgreSQL committed, the lake not yet renamed
     "lake_half_renamed",  # some of the lake's partitions renamed into place

@@ -6,14 +6,16 @@ names that encode their inputs (the source file's fingerprint, the previous mont
 so a stale intermediate is never mistaken for a fresh one, and a rerun picks up where a crash left.
 
 Publication order, chosen so a crash anywhere leaves a state a rerun completes:
-staging loaded → checks pass → ONE PostgreSQL transaction (live, snapshots, pipeline_runs) →
-lake partitions renamed into place → staging dropped → manifest written (the month is now published)
-→ work folder removed.
+staging loaded (the month's partitions, keyed) → ONE PostgreSQL transaction opened, the live upsert
+running in it while the Soda checks run on staging → checks pass (else rollback) → snapshots attached,
+pipeline_runs row → commit → lake partitions renamed into place → staging dropped → manifest written
+(the month is now published) → work folder removed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shutil
 import time
@@ -23,8 +25,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import duck, lakefs, manifest, pgsql, quality
+from pipeline.concurrency import run_all
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PublishedMonthError
+from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
@@ -150,6 +153,38 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     return result
 
 
+# DuckDB runs each query on every core, but a table's stage and merge also have serial stretches (the
+# CSV header, hashing the drop, the final Parquet write): two tables at a time keep both cores busy.
+TABLE_WORKERS = 2
+
+
+def stage_and_merge(settings: Settings, plan: MonthPlan, schema: Schema) -> dict[str, MergeResult]:
+    """Stage and merge every table of the month, ``TABLE_WORKERS`` tables at a time when the DuckDB memory
+    limit leaves each enough (each gets its share of it); the Luigi tasks get the same from ``--workers 2``."""
+
+    jobs = duck.parallel_jobs(settings, TABLE_WORKERS)
+    each = duck.share(settings, jobs)
+    failed: list[str] = []
+
+    def one(table: str) -> MergeResult:
+        try:
+            stage_one(each, plan, table, schema)
+        except PipelineError:
+            failed.append(table)
+            raise
+        return merge_one(each, plan, table, schema)
+
+    try:
+        return run_all({t: functools.partial(one, t) for t in schema.table_names}, jobs, name="table")
+    except PipelineError:
+        # Report a bad drop as the tables in order would have: the error is the first bad file's, and a
+        # later file read meanwhile leaves no rejects behind (the rerun after the fix reads it again).
+        first = min(schema.table_names.index(t) for t in failed) if failed else len(schema.table_names)
+        for table in schema.table_names[first + 1 :]:
+            shutil.rmtree(plan.lake.rejects(table, plan.as_of), ignore_errors=True)
+        raise
+
+
 def changed_sources(plan: MonthPlan, published: dict, schema: Schema | None = None) -> dict[str, tuple[str, str]]:
     """table -> (published sha256, sha256 now) of every drop file that differs from what was published.
     A file whose size and modification time both match what was published is taken as the same file;
@@ -238,75 +273,69 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
             t0 = time.perf_counter()
             staged = pgsql.load_staging(
                 conn,
+                dsn,
                 con,
                 schema,
                 pg_schema,
                 plan.as_of,
-                {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names},
-                {t: plan.merge_dir(t) / "changes.parquet" for t in schema.table_names},
+                {
+                    t: pgsql.MergedTable(
+                        plan.merge_dir(t) / "data.parquet", plan.merge_dir(t) / "changes.parquet", merges[t].counts
+                    )
+                    for t in schema.table_names
+                },
                 _volume_rows(schema, stages, merges, previous_manifest),
                 plan.lake.work(plan.as_of) / "copy",
+                connections=duck.parallel_jobs(settings, pgsql.STAGING_CONNECTIONS),
             )
             timings["load_staging"] = round(time.perf_counter() - t0, 3)
             failpoint("staging_loaded")
-            root = schema.root.name
-            log.info("quality gate: running Soda checks on staging schema %s", staged.schema_name)
-            report = quality.run_checks(
-                dsn,
-                schema,
-                staged.schema_name,
-                plan.as_of,
-                {
-                    "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
-                    "VOLUME_RATIO": repr(settings.volume_change_ratio),
-                },
-            )
-            timings["checks"] = report.seconds
-            record = manifest.build(
-                plan=plan,
-                run_id=run_id,
-                stages=stages,
-                merges=merges,
-                checks=report.summary(),
-                timings=timings,
-                started_at=started_at,
-                postgres=pgsql.describe(dsn),
-                pg_schema=pg_schema,
-                server_version=pgsql.server_version(conn),
-                previous=previous_manifest,
-                extra=options.extra,
-            )
-            replaced = published_months(plan.lake).get(plan.as_of)
-            if replaced is not None:
-                record["replaced"] = [
-                    *replaced.get("replaced", []),
-                    {
-                        "run_id": replaced["run_id"],
-                        "published_at": replaced.get("published_at"),
-                        "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
-                    },
-                ]
-            if report.failed:
-                pgsql.drop_staging(conn, pg_schema, plan.as_of)
-                record["status"] = manifest.FAILED
-                manifest.write_attempt(plan.lake, record)
-                quality.raise_if_failed(report, plan.as_of)
-            failpoint("checked")
+            server_version = pgsql.server_version(conn)
             log.info(
-                "publishing %s into PostgreSQL %s (schema %s) in one transaction",
+                "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
+                "while the Soda checks run on staging schema %s, and it commits only if they pass",
                 plan.as_of,
                 pgsql.describe(dsn),
                 pg_schema,
+                staged.schema_name,
             )
-            t0 = time.perf_counter()
-            sync = pgsql.publish(
-                conn,
-                schema,
-                pg_schema,
-                plan.as_of,
-                plan.previous,
-                manifest.run_row(record, finished_at=datetime.now(UTC)),
-            )
+            counts = {t: merges[t].counts for t in schema.table_names}
+            with pgsql.publishing(conn, schema, pg_schema, plan.as_of, plan.previous, counts) as finish:
+                root = schema.root.name
+                report = quality.run_checks(
+                    dsn,
+                    schema,
+                    staged.schema_name,
+                    plan.as_of,
+                    {
+                        "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
+                        "VOLUME_RATIO": repr(settings.volume_change_ratio),
+                    },
+                )
+                timings["checks"] = report.seconds
+                record = manifest.build(
+                    plan=plan,
+                    run_id=run_id,
+                    stages=stages,
+                    merges=merges,
+                    checks=report.summary(),
+                    timings=timings,
+                    started_at=started_at,
+                    postgres=pgsql.describe(dsn),
+                    pg_schema=pg_schema,
+                    server_version=server_version,
+                    previous=previous_manifest,
+                    extra=options.extra,
+                )
+                _record_replaced(plan, record)
+                if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
+                    record["status"] = manifest.FAILED
+                    manifest.write_attempt(plan.lake, record)
+                    quality.raise_if_failed(report, plan.as_of)
+                failpoint("checked")
+                t0 = time.perf_counter()
+                sync = finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
+            # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
             timings["sync"] = round(time.perf_counter() - t0, 3)
             timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
             failpoint("committed")
@@ -325,6 +354,20 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
     log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
     return record
+
+
+def _record_replaced(plan: MonthPlan, record: dict) -> None:
+    """A correction keeps the history of the runs it replaces in its manifest."""
+    replaced = published_months(plan.lake).get(plan.as_of)
+    if replaced is not None:
+        record["replaced"] = [
+            *replaced.get("replaced", []),
+            {
+                "run_id": replaced["run_id"],
+                "published_at": replaced.get("published_at"),
+                "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
+            },
+        ]
 
 
 def _check_deletions(
@@ -399,10 +442,7 @@ def run_month(
             refuse_changed_published_month(plan, changed)
     for table in schema.table_names:
         drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
-    for table in schema.table_names:
-        stage_one(settings, plan, table, schema)
-    for table in schema.table_names:
-        merge_one(settings, plan, table, schema)
+    stage_and_merge(settings, plan, schema)
     record = publish_month(settings, plan, options)
     if published is not None:
         recompute_later_months(settings, as_of, options)

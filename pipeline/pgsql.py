@@ -8,14 +8,17 @@ data only ever travels through COPY.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import psycopg
@@ -23,6 +26,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pipeline import ddl
+from pipeline.concurrency import run_all
 from pipeline.config import PostgresSettings
 from pipeline.duck import literal, quote, read_parquet
 from pipeline.errors import PostgresUnavailableError, PublishError
@@ -30,9 +34,11 @@ from pipeline.failpoints import failpoint
 from pipeline.schema import Schema, Table
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RUNS_TABLE = "pipeline_runs"
-CHANGES_SUFFIX = "__changes"
+CHANGED_SUFFIX = "__changed"
+DELETED_SUFFIX = "__deleted"
 VOLUME_TABLE = "drop_volume"
 COPY_CHUNK = 1 << 20
 PUBLISHED = "published"
@@ -186,11 +192,14 @@ def copy_parquet(
     target: sql.Composable,
     columns: list[str],
     scratch: Path,
+    freeze: bool = False,
 ) -> int:
-    """Stream the rows of a DuckDB query into a PostgreSQL table through COPY (CSV); returns rows."""
+    """Stream the rows of a DuckDB query into a PostgreSQL table through COPY (CSV); returns rows.
+    ``freeze`` needs the table created in the same transaction (rows are written frozen)."""
     scratch.parent.mkdir(parents=True, exist_ok=True)
     (rows,) = duck.execute(f"COPY ({select_sql}) TO {literal(str(scratch))} (FORMAT csv, HEADER false)").fetchone()
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, _columns(columns))
+    options = sql.SQL("FORMAT csv, FREEZE" if freeze else "FORMAT csv")
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(target, _columns(columns), options)
     try:
         with conn.cursor() as cur, cur.copy(copy_sql) as copy, scratch.open("rb") as f:
             while chunk := f.read(COPY_CHUNK):
@@ -198,6 +207,33 @@ def copy_parquet(
         return int(rows)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def snapshot_rows(counts: dict[str, int]) -> int:
+    """Rows of a month's snapshot, from the merge's change counts (everything but the deleted keys)."""
+    return sum(counts[k] for k in ("inserted", "updated", "unchanged", "carried"))
+
+
+# Staging loads two tables at a time, each on its own connection: while PostgreSQL parses one table's
+# COPY, DuckDB writes out the next, and on two cores both are busy.
+STAGING_CONNECTIONS = 2
+
+
+@dataclass(frozen=True)
+class MergedTable:
+    """What the merge left for one table: the snapshot, its changed keys, and the change counts."""
+
+    snapshot_file: Path
+    changes_file: Path
+    counts: dict[str, int]
+
+    @property
+    def rows(self) -> int:
+        return snapshot_rows(self.counts)
+
+    @property
+    def written(self) -> int:
+        return self.counts["inserted"] + self.counts["updated"]
 
 
 @dataclass
@@ -208,58 +244,106 @@ class StagedMonth:
 
 def load_staging(
     conn: psycopg.Connection,
+    dsn: str,
     duck: duckdb.DuckDBPyConnection,
     schema: Schema,
     pg_schema: str,
     as_of: date,
-    snapshot_files: dict[str, Path],
-    changes_files: dict[str, Path],
+    merged: dict[str, MergedTable],
     volume: list[dict],
     scratch_dir: Path,
+    connections: int = STAGING_CONNECTIONS,
 ) -> StagedMonth:
-    """(Re)build the month's staging schema: the merged snapshot of every table, the keys that changed,
-    and the drop volume figures the quality checks compare. Committed, so Soda can read it."""
+    """(Re)build the month's staging schema: for every table the month's snapshot partition (loaded once,
+    keyed, checked in place and attached by the publish), a view named like the table over it for the
+    checks, the rows and keys the live upsert needs, and the drop volume figures. Committed, so Soda can
+    read it; nothing in it is visible to the consumers."""
     staged = StagedMonth(staging_schema(pg_schema, as_of))
     stage = staged.schema_name
     with conn.transaction():
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
-        for table in schema.tables:
-            staged.rows[table.name] = _load_table(
-                conn, duck, table, stage, snapshot_files[table.name], changes_files[table.name], scratch_dir
-            )
         _load_volume(conn, stage, volume)
+    biggest_first = sorted(schema.tables, key=lambda t: -merged[t.name].snapshot_file.stat().st_size)
+    loads = {
+        t.name: functools.partial(_load_table, dsn, duck, t, stage, as_of, merged[t.name], scratch_dir)
+        for t in biggest_first
+    }
+    staged.rows = run_all(loads, connections, name="staging")
     return staged
 
 
 def _load_table(
-    conn: psycopg.Connection,
+    dsn: str,
     duck: duckdb.DuckDBPyConnection,
     table: Table,
     stage: str,
-    snapshot_file: Path,
-    changes_file: Path,
+    as_of: date,
+    merged: MergedTable,
     scratch_dir: Path,
 ) -> int:
-    """One table's merged snapshot and changed keys into staging; returns the snapshot's rows."""
+    """One table into staging, on its own connections; returns the snapshot's rows.
+
+    - ``<table>_snapshots_<yyyymmdd>``: the month's partition, COPYed (FREEZE: the rows are born frozen,
+      so no later pass rewrites pages to set hint bits), then keyed on (key, as_of): the key build is also
+      where a repeated key would be refused;
+    - ``<table>``: a view of the declared columns over it, which the checks read;
+    - ``<table>__changed``: the rows the merge marked inserted or updated, when only some rows changed
+      (the live upsert then reads them instead of joining the whole month with the changed keys);
+    - ``<table>__deleted``: the keys a full dump removed."""
     started = time.perf_counter()
-    conn.execute(ddl.staging_table(table, stage))  # type: ignore[arg-type]
-    select = f"SELECT {export_expr(table)} FROM {read_parquet(snapshot_file)}"
-    rows = copy_parquet(
-        conn, duck, select, _ident(stage, table.name), table.column_names, scratch_dir / f"{table.name}.csv"
-    )
-    changes = _ident(stage, table.name + CHANGES_SUFFIX)
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({} TEXT, change TEXT)").format(changes, _ident(table.key)))
-    copy_parquet(
-        conn,
-        duck,
-        f"SELECT * FROM {read_parquet(changes_file)}",
-        changes,
-        [table.key, "change"],
-        scratch_dir / f"{table.name}{CHANGES_SUFFIX}.csv",
-    )
-    # statistics now, so the checks' and the publish's joins are planned for the real row counts
-    conn.execute(sql.SQL("ANALYZE {}, {}").format(_ident(stage, table.name), changes))
+    partition = _ident(stage, ddl.partition_name(table, as_of))
+    snapshot = read_parquet(merged.snapshot_file)
+    changes = read_parquet(merged.changes_file)
+    key = quote(table.key)
+    with contextlib.closing(duck.cursor()) as cursor, connect(dsn, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(ddl.staged_partition(table, stage, as_of))  # type: ignore[arg-type]
+            rows = copy_parquet(
+                conn,
+                cursor,
+                f"SELECT {export_expr(table)} FROM {snapshot}",
+                partition,
+                table.column_names,
+                scratch_dir / f"{table.name}.csv",
+                freeze=True,
+            )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(partition, _ident(table.key), _ident(ddl.AS_OF))
+        )
+        conn.execute(
+            sql.SQL("CREATE VIEW {} AS SELECT {} FROM {}").format(
+                _ident(stage, table.name), _columns(table.column_names), partition
+            )
+        )
+        analyze = [partition]
+        if 0 < merged.written < rows:
+            changed = _ident(stage, table.name + CHANGED_SUFFIX)
+            conn.execute(ddl.staging_table(table, stage, table.name + CHANGED_SUFFIX))  # type: ignore[arg-type]
+            copy_parquet(
+                conn,
+                cursor,
+                f"SELECT {export_expr(table)} FROM {snapshot} WHERE {key} IN "
+                f"(SELECT {key} FROM {changes} WHERE change <> 'deleted')",
+                changed,
+                table.column_names,
+                scratch_dir / f"{table.name}{CHANGED_SUFFIX}.csv",
+            )
+            analyze.append(changed)
+        if merged.counts["deleted"]:
+            deleted = _ident(stage, table.name + DELETED_SUFFIX)
+            conn.execute(ddl.staging_table(table, stage, table.name + DELETED_SUFFIX, [table.key]))  # type: ignore[arg-type]
+            copy_parquet(
+                conn,
+                cursor,
+                f"SELECT {key} FROM {changes} WHERE change = 'deleted'",
+                deleted,
+                [table.key],
+                scratch_dir / f"{table.name}{DELETED_SUFFIX}.csv",
+            )
+            analyze.append(deleted)
+        # statistics now, so the checks' and the publish's joins are planned for the real row counts
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(analyze)))
     elapsed = time.perf_counter() - started
     log.info(
         "load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s",
@@ -335,21 +419,29 @@ def advisory_key(pg_schema: str) -> str:
     return f"streamflow-lake publish {pg_schema}"
 
 
-def publish(
+@contextmanager
+def publishing(
     conn: psycopg.Connection,
     schema: Schema,
     pg_schema: str,
     as_of: date,
     previous_as_of: date | None,
-    run_row: dict,
-) -> SyncResult:
-    """In ONE transaction (``conn`` must be in autocommit mode, so this block is a real BEGIN … COMMIT,
-    not a savepoint inside some open transaction): live upserts (only when this month is the newest),
-    the month's snapshot rows, and its pipeline_runs row. Readers see the month all at once or not at all."""
+    changes: dict[str, dict[str, int]],
+) -> Iterator[Callable[[dict], SyncResult]]:
+    """The month's ONE transaction (``conn`` must be in autocommit mode, so this block is a real BEGIN …
+    COMMIT, not a savepoint inside some open transaction): live upserts (only when this month is the
+    newest), the month's snapshot partitions, and its pipeline_runs row. Readers see the month all at
+    once or not at all.
+
+    The live upsert starts at once, in the open transaction, while the caller runs the quality checks on
+    the staging schema (other connections): nobody can see it before the commit. The caller then calls
+    the yielded ``finish(run_row)``, which waits for the upsert, attaches the snapshots, writes the run
+    row and returns; the transaction commits when the block ends. If the block raises instead (a check
+    failed), the upsert is cancelled and everything is rolled back. ``changes`` are the merge's counts."""
     stage = staging_schema(pg_schema, as_of)
     if not conn.autocommit:
-        raise ValueError("publish() needs an autocommit connection: its transaction must be the outermost")
-    with conn.transaction():
+        raise ValueError("publishing() needs an autocommit connection: its transaction must be the outermost")
+    with conn.transaction(), ThreadPoolExecutor(1, thread_name_prefix="live-upsert") as pool:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [advisory_key(pg_schema)])
         failpoint("in_sync")
         runs = _ident(pg_schema, RUNS_TABLE)
@@ -357,36 +449,58 @@ def publish(
             sql.SQL("SELECT max(as_of) FROM {} WHERE status = %s").format(runs), [PUBLISHED]
         ).fetchone()[0]
         result = SyncResult(live_updated=live_as_of is None or as_of >= live_as_of)
+        live: Future | None = None
         if result.live_updated:
             incremental = live_as_of == previous_as_of or (live_as_of == as_of and previous_as_of is None)
-            started = time.perf_counter()
-            result.live_rows = _sync_live(conn, schema, pg_schema, stage, incremental, run_row["changes"])
-            result.seconds["live"] = round(time.perf_counter() - started, 3)
+            live = pool.submit(_timed, _sync_live, conn, schema, pg_schema, stage, incremental, changes)
         else:
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
-        started = time.perf_counter()
-        for table in schema.tables:
-            result.snapshot_rows[table.name] = _sync_snapshot(conn, table, pg_schema, stage, as_of)
-        log.info("snapshot tables: %d rows for %s", sum(result.snapshot_rows.values()), as_of)
-        result.seconds["snapshots"] = round(time.perf_counter() - started, 3)
-        columns = list(run_row)
-        conn.execute(
-            sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (as_of) DO UPDATE SET {}").format(
-                runs,
-                _columns(columns),
-                sql.SQL(", ").join(sql.Placeholder() for _ in columns),
-                sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in columns),
-            ),
-            [json.dumps(v) if isinstance(v, dict | list) else v for v in run_row.values()],
-        )
-        failpoint("in_transaction")
-    return result
+
+        def finish(run_row: dict) -> SyncResult:
+            if live is not None:
+                result.live_rows, result.seconds["live"] = live.result()
+            started = time.perf_counter()
+            for table in schema.tables:
+                rows = snapshot_rows(changes[table.name])
+                result.snapshot_rows[table.name] = _sync_snapshot(conn, table, pg_schema, stage, as_of, rows)
+            log.info("snapshot tables: %d rows for %s", sum(result.snapshot_rows.values()), as_of)
+            result.seconds["snapshots"] = round(time.perf_counter() - started, 3)
+            columns = list(run_row)
+            conn.execute(
+                sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (as_of) DO UPDATE SET {}").format(
+                    runs,
+                    _columns(columns),
+                    sql.SQL(", ").join(sql.Placeholder() for _ in columns),
+                    sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in columns),
+                ),
+                [json.dumps(v) if isinstance(v, dict | list) else v for v in run_row.values()],
+            )
+            failpoint("in_transaction")
+            return result
+
+        try:
+            yield finish
+        except BaseException:
+            if live is not None and not live.done():
+                conn.cancel_safe()  # stop the upsert now: the transaction is rolled back anyway
+            if live is not None:
+                with contextlib.suppress(Exception):
+                    live.result()
+            raise
 
 
-# Row-by-row foreign-key checks cost more than the upsert itself on a big write (measured: 400,000 rows
+def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = function(*args)
+    return value, round(time.perf_counter() - started, 3)
+
+
+# Row-by-row foreign-key checks cost more than the insert itself on a big write (measured: 400,000 rows
 # into a child table take 9.9 s with the key checked per row, 3.0 s without plus 0.5 s to validate the
-# whole table once). A month that writes more than this many rows drops the foreign keys of the live
-# tables inside the publish transaction and adds them back validated, so readers never see them missing.
+# whole table once). A table that gets more than this many new keys has its foreign keys dropped inside
+# the publish transaction and added back validated, so readers never see them missing. Updated rows do
+# not count: PostgreSQL does not check a reference again when an update leaves the referencing column
+# as it was, and the upsert never changes a key.
 BULK_WRITE_ROWS = 50_000
 
 
@@ -398,37 +512,41 @@ def _sync_live(
     incremental: bool,
     changes: dict[str, dict[str, int]],
 ) -> dict[str, dict[str, int]]:
-    """Upsert the live tables from staging. Incremental (live holds the previous month): only the keys the
-    merge marked inserted/updated are written and the deleted ones removed. Otherwise (live holds some
+    """Upsert the live tables from staging. Incremental (live holds the previous month): only the rows the
+    merge marked inserted/updated are written and the deleted keys removed. Otherwise (live holds some
     other month) every staged row is upserted (unchanged ones skipped) and live keys absent from the
-    month removed. ``changes`` are the merge's counts per table: they size the write without a query."""
-    sources, to_write = {}, 0
+    month removed. ``changes`` are the merge's counts per table: they size each write without a query."""
+    sources: dict[str, sql.Composable] = {}
+    writes: dict[str, int] = {}
+    new_keys: dict[str, int] = {}
     for table in schema.tables:
         counts = changes[table.name]
+        rows = snapshot_rows(counts)
         written = counts["inserted"] + counts["updated"]
-        staged = _ident(stage, table.name)
-        if incremental and counts["unchanged"] + counts["carried"] > 0:
-            sources[table.name] = sql.SQL(
-                "SELECT {} FROM {} AS s JOIN {} AS c USING ({}) WHERE c.change <> 'deleted'"
-            ).format(
-                _columns(table.column_names, "s"),
-                staged,
-                _ident(stage, table.name + CHANGES_SUFFIX),
-                _ident(table.key),
-            )
-        else:  # every staged row is to be written (or compared): no need to join with the changed keys
-            sources[table.name] = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), staged)
-            written = written if incremental else written + counts["unchanged"] + counts["carried"]
-        to_write += written
-    bulk = to_write > BULK_WRITE_ROWS
-    log.info("live tables: %d rows to write%s", to_write, " (bulk: keys dropped and rebuilt)" if bulk else "")
-    empty = {t.name for t in schema.tables if bulk and _is_empty(conn, _ident(pg_schema, t.name))}
-    # Foreign keys first (they depend on the keys), then the primary keys of tables that are empty: an empty
-    # table is filled by a plain INSERT and gets its key in one sorted build afterwards.
-    dropped = _drop_constraints(conn, schema, pg_schema, "f", schema.table_names) if bulk else []
-    dropped += _drop_constraints(conn, schema, pg_schema, "p", [t for t in schema.table_names if t in empty])
-    counts: dict[str, dict[str, int]] = {}
+        source = _ident(stage, table.name)
+        if incremental and written == 0:
+            continue
+        if incremental and written < rows:
+            source = _ident(stage, table.name + CHANGED_SUFFIX)
+        sources[table.name] = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
+        writes[table.name] = written if incremental else rows
+        # live holding another month: any of its keys may be new
+        new_keys[table.name] = counts["inserted"] if incremental else rows
+    bulk = [name for name in schema.table_names if new_keys.get(name, 0) > BULK_WRITE_ROWS]
+    empty = [name for name in bulk if _is_empty(conn, _ident(pg_schema, name))]
+    log.info(
+        "live tables: %d rows to write%s",
+        sum(writes.values()),
+        f" (keys of {', '.join(bulk)} dropped and rebuilt)" if bulk else "",
+    )
+    # An empty table is filled by a plain INSERT and gets its key in one sorted build afterwards; a big
+    # write goes without its foreign keys. References first (they depend on the keys they point at).
+    dropped = _drop_constraints(conn, schema, pg_schema, "f", on=bulk, referencing=empty)
+    dropped += _drop_constraints(conn, schema, pg_schema, "p", on=empty)
+    counts: dict[str, dict[str, int]] = {name: {"written": 0, "deleted": 0} for name in schema.table_names}
     for table in schema.tables:  # the root (users) first: the others reference it
+        if table.name not in sources:
+            continue
         live = _ident(pg_schema, table.name)
         if table.name in empty:
             statement = sql.SQL("INSERT INTO {} ({}) {}").format(
@@ -436,18 +554,18 @@ def _sync_live(
             )
         else:
             statement = upsert_sql(live, table.column_names, [table.key], sources[table.name])
-        counts[table.name] = {"written": conn.execute(statement).rowcount, "deleted": 0}
+        counts[table.name]["written"] = conn.execute(statement).rowcount
     for table in reversed(schema.tables):  # delete children before the users they reference
         key = _ident(table.key)
         live = _ident(pg_schema, table.name)
-        if incremental:
-            gone = sql.SQL("SELECT {} FROM {} WHERE change = 'deleted'").format(
-                key, _ident(stage, table.name + CHANGES_SUFFIX)
-            )
-        else:
+        if not incremental:
             gone = sql.SQL("SELECT {} FROM {} EXCEPT SELECT {} FROM {}").format(
                 key, live, key, _ident(stage, table.name)
             )
+        elif changes[table.name]["deleted"]:
+            gone = sql.SQL("SELECT {} FROM {}").format(key, _ident(stage, table.name + DELETED_SUFFIX))
+        else:
+            continue
         cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} IN ({})").format(live, key, gone))
         counts[table.name]["deleted"] = cur.rowcount
     for table, name, definition in reversed(dropped):  # keys first, then references, each validated at once
@@ -460,52 +578,68 @@ def _is_empty(conn: psycopg.Connection, table: sql.Identifier) -> bool:
 
 
 def _drop_constraints(
-    conn: psycopg.Connection, schema: Schema, pg_schema: str, kind: str, tables: list[str]
+    conn: psycopg.Connection,
+    schema: Schema,
+    pg_schema: str,
+    kind: str,
+    on: list[str],
+    referencing: list[str] | None = None,
 ) -> list[tuple]:
-    """Drop the constraints of one kind ('f' foreign key, 'p' primary key) of some live tables; returns
-    (table, name, definition as PostgreSQL prints it) to add them back. SQL text from the catalog only."""
+    """Drop the constraints of one kind ('f' foreign key, 'p' primary key) of the live tables ``on``, and
+    (foreign keys) those of any live table that reference a table in ``referencing``. Returns (table,
+    name, definition as PostgreSQL prints it) to add them back. SQL text comes from the catalog only."""
+    if not on and not referencing:
+        return []
+    regclass = {name: f'"{pg_schema}"."{name}"' for name in schema.table_names}
+    rows = conn.execute(
+        "SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint k "
+        "JOIN pg_class c ON c.oid = k.conrelid WHERE k.contype = %s AND k.conrelid = ANY(%s::regclass[]) "
+        "AND (k.conrelid = ANY(%s::regclass[]) OR k.confrelid = ANY(%s::regclass[])) ORDER BY c.relname, k.conname",
+        [
+            kind,
+            list(regclass.values()),
+            [regclass[n] for n in on],
+            [regclass[n] for n in referencing or []],
+        ],
+    ).fetchall()
     dropped = []
-    for name in tables:
-        live = _ident(pg_schema, schema.table(name).name)
-        rows = conn.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype = %s ORDER BY conname",
-            [f'"{pg_schema}"."{name}"', kind],
-        ).fetchall()
-        for constraint, definition in rows:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(live, _ident(constraint)))
-            dropped.append((live, constraint, definition))
+    for table_name, constraint, definition in rows:
+        live = _ident(pg_schema, table_name)
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(live, _ident(constraint)))
+        dropped.append((live, constraint, definition))
     return dropped
 
 
-def _sync_snapshot(conn: psycopg.Connection, table: Table, pg_schema: str, stage: str, as_of: date) -> int:
-    """The month's rows of ``<table>_snapshots``: a new month fills a fresh partition; a month published
-    again (a rerun or a correction) is upserted on (key, as_of) and loses keys it no longer has."""
+def _sync_snapshot(
+    conn: psycopg.Connection, table: Table, pg_schema: str, stage: str, as_of: date, rows: int
+) -> int:
+    """The month's rows of ``<table>_snapshots``. A new month's partition was loaded, keyed and checked in
+    staging: it moves into the schema and is attached (its CHECK on as_of spares ATTACH a scan), so the
+    snapshot is written to PostgreSQL once. A month published again (a rerun or a correction) is upserted
+    on (key, as_of) from it and loses keys it no longer has: rows that did not change are not rewritten."""
     partition = ddl.partition_name(table, as_of)
     exists = conn.execute("SELECT to_regclass(%s)", [f'"{pg_schema}"."{partition}"']).fetchone()[0]
     target = _ident(pg_schema, table.name + ddl.SNAPSHOT_SUFFIX)
-    names = [*table.column_names, ddl.AS_OF]
-    source = sql.SQL("SELECT {}, {}::date FROM {}").format(
-        _columns(table.column_names), sql.Literal(as_of), _ident(stage, table.name)
-    )
     if exists is None:
-        # A new month: fill a plain table, build its key in one pass (5x faster than maintaining the index
-        # row by row), then attach it; PostgreSQL adopts the index as the partition's primary key.
         part = _ident(pg_schema, partition)
-        conn.execute(ddl.standalone_partition(table, pg_schema, as_of))  # type: ignore[arg-type]
-        cur = conn.execute(sql.SQL("INSERT INTO {} ({}) {}").format(part, _columns(names), source))
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(part, _ident(table.key), _ident(ddl.AS_OF))
-        )
+        conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(_ident(stage, partition), _ident(pg_schema)))
         conn.execute(
             sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(target, part, sql.Literal(as_of))
         )
-        return cur.rowcount
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}, ALTER COLUMN {} DROP DEFAULT").format(
+                part, _ident(ddl.STAGED_AS_OF_CHECK), _ident(ddl.AS_OF)
+            )
+        )
+        return rows
+    names = [*table.column_names, ddl.AS_OF]
+    staged = _ident(stage, partition)
+    source = sql.SQL("SELECT {} FROM {}").format(_columns(names), staged)
     cur = conn.execute(upsert_sql(target, names, [table.key, ddl.AS_OF], source))
     written = cur.rowcount
     conn.execute(
         sql.SQL("DELETE FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE s.{} = t.{})").format(
-            _ident(pg_schema, partition), _ident(stage, table.name), _ident(table.key), _ident(table.key)
+            _ident(pg_schema, partition), staged, _ident(table.key), _ident(table.key)
         )
     )
     return written

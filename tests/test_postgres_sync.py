@@ -355,3 +355,33 @@ def test_postgres_refusing_the_data_rolls_back_with_one_clear_line(settings, pg,
         "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
     ).fetchone()[0]
     assert staging == 0
+
+
+def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: Path, pg, pg_schema: str):
+    """The month's partition is loaded and keyed in staging, then moved and attached: afterwards it is an
+    ordinary partition (its primary key attached to the parent's, no staging default or CHECK left), and
+    no staging schema or scratch table remains."""
+    for table in SCHEMA.table_names:
+        parent = f'"{pg_schema}"."{table}_snapshots"'
+        partitions = pg.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c "
+            "ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass ORDER BY 1",
+            [parent],
+        ).fetchall()
+        assert partitions == [
+            (f"{table}_snapshots_{d:%Y%m%d}", f"FOR VALUES IN ('{d.isoformat()}')") for d in (JAN, FEB)
+        ]
+        for name, _ in partitions:
+            part = f'"{pg_schema}"."{name}"'
+            constraints = pg.execute(
+                "SELECT contype, pg_get_constraintdef(oid), conparentid <> 0 FROM pg_constraint "
+                "WHERE conrelid = %s::regclass",
+                [part],
+            ).fetchall()
+            assert constraints == [("p", "PRIMARY KEY (user_id, as_of)", True)], (name, constraints)
+            defaults = pg.execute("SELECT count(*) FROM pg_attrdef WHERE adrelid = %s::regclass", [part]).fetchone()[0]
+            assert defaults == 0, name
+    leftovers = pg.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"{pg_schema}__staging%"]
+    ).fetchall()
+    assert leftovers == []
