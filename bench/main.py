@@ -1,10 +1,10 @@
 """``python -m bench``: the pipeline against the baseline, the peer and the floor, month by month.
 
 Every timed run is a separate process (see :mod:`bench.measure`). Order per month: pipeline, rerun of
-the published month through Luigi (a no-op), baseline, peer, floor; a CHECKPOINT before each timed run
-so no run pays for the previous one's dirty buffers. After the generated months, the last month's files
-are ingested again as the following month (``--nochange``, on by default): nothing changed, so the
-live-table sync should cost next to nothing.
+the published month through Luigi (a no-op), baseline, peer, floor; a VACUUM (ANALYZE) and a
+CHECKPOINT before each timed run, so no run pays for the previous ones' autovacuum or dirty buffers.
+After the generated months, the last month's files are ingested again as the following month
+(``--nochange``, on by default): nothing changed, so the live-table sync should cost next to nothing.
 """
 
 from __future__ import annotations
@@ -121,11 +121,12 @@ class Bench:
         return round(time.perf_counter() - started, 1)
 
     def timed(self, name: str, cmd: list[str], env: dict | None = None) -> dict:
-        pg.checkpoint(self.dsn)
+        settled = pg.settle(self.dsn)
         waited = self.wait_idle()
         m = measure.run(cmd, env=env or self.env, cwd=REPO, log_path=self.logs / f"{name}.log")
         d = m.to_dict()
         d["waited_idle_s"] = waited
+        d["settle_s"] = settled
         status = "ok" if m.returncode == 0 else f"FAILED rc={m.returncode} (see {m.log})"
         log.info("%-34s %8.2fs  %7.0f MB  cpu %6.1fs  load %4.1f  busy %3.0f%%  %s", name, m.wall_s, m.peak_rss_mb,
                  m.cpu_s, m.load_before, 100 * m.machine_busy, status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from urllib.parse import quote
 
@@ -42,13 +43,18 @@ def drop_database(server_dsn: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def checkpoint(dsn: str) -> None:
-    """Flush dirty buffers before a timed run, so no run pays for the previous one's writes."""
+def settle(dsn: str) -> float:
+    """Before a timed run: VACUUM (ANALYZE) the bench database, then CHECKPOINT, so no run pays for the
+    autovacuum or the dirty buffers of the previous runs' writes (in real use a month runs weeks after
+    the one before, long after autovacuum caught up). Returns the seconds it took (not counted)."""
+    started = time.perf_counter()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
             conn.execute("CHECKPOINT")
-    except psycopg.Error:  # not a superuser: measure without it
+    except psycopg.Error:  # not the owner / a superuser: measure without it
         pass
+    return round(time.perf_counter() - started, 1)
 
 
 def server_info(dsn: str) -> dict:
