@@ -228,10 +228,6 @@ class MergedTable:
     counts: dict[str, int]
 
     @property
-    def rows(self) -> int:
-        return snapshot_rows(self.counts)
-
-    @property
     def written(self) -> int:
         return self.counts["inserted"] + self.counts["updated"]
 
