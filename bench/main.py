@@ -273,7 +273,9 @@ def _sql_category(who: str, text: str) -> str:
             return "soda: duplicate check (GROUP BY key)"
         return "soda: one aggregate scan per table (row count, missing, invalid, failed rows)"
     if who == "pipeline-copy":
-        return "staging: COPY into PostgreSQL"
+        if "__STAGING_" in upper:
+            return "staging: COPY into PostgreSQL"
+        return "publish: live COPY (into the empty live table, or the temp tables an upsert reads)"
     verb = " ".join(upper.split()[:2])
     if verb.startswith("INSERT INTO"):
         if "_SNAPSHOTS" in upper:
@@ -292,7 +294,9 @@ def _sql_category(who: str, text: str) -> str:
     if verb.startswith("DELETE"):
         return "publish: live DELETE"
     if verb.startswith("ANALYZE"):
-        return "staging: ANALYZE"
+        return "staging: ANALYZE" if "__STAGING_" in upper else "publish: ANALYZE temp tables"
+    if verb.startswith("TRUNCATE"):
+        return "publish: other DDL"
     if verb.startswith("DROP SCHEMA") or verb.startswith("DROP TABLE"):
         return "drop staging"
     if verb.startswith("CREATE"):

@@ -4,7 +4,8 @@
 - ``<table>_snapshots``: the declared columns plus ``as_of DATE``, primary key (key, as_of),
   partitioned by list of as_of: one partition per month, so a month loads into a fresh table;
 - the month's partition is loaded in the staging schema (``staged_partition``), checked there, and
-  moved and attached by the publish; the staging schema's other tables are UNLOGGED scratch;
+  moved and attached by the publish;
+- the rows the live upsert reads are COPYed into temporary tables of the publish transaction;
 - ``subscriptions_profile_snapshots``: the view the old consumers read.
 """
 
@@ -124,12 +125,13 @@ def _key_not_null(table: Table) -> list[exp.ColumnDef]:
     return columns
 
 
-def staging_table(table: Table, schema: str, name: str, columns: list[str] | None = None) -> str:
-    """An UNLOGGED scratch table in the staging schema with (some of) the declared columns."""
-    create = sqlglot.parse_one("CREATE UNLOGGED TABLE t (x INT)", read=PG)
-    create.this.set("this", _table(name, schema))
+def temp_table(table: Table, name: str, columns: list[str] | None = None) -> str:
+    """A temporary table of the publish transaction with (some of) the declared columns, dropped when it
+    ends (sqlglot does not write ON COMMIT, so the clause is appended)."""
+    create = sqlglot.parse_one("CREATE TEMPORARY TABLE t (x INT)", read=PG)
+    create.this.set("this", exp.to_identifier(name, quoted=True))
     create.this.set("expressions", [c for c in _bare_columns(table) if columns is None or c.name in columns])
-    return create.sql(PG)
+    return create.sql(PG) + " ON COMMIT DROP"
 
 
 def profile_view(schema: Schema, pg_schema: str) -> str:

@@ -17,8 +17,8 @@ PAUSE_ENV = "STREAMFLOW_PAUSE"  # "<name>:<seconds>": sleep there instead (e.g. 
 POINTS = (
     "staged",  # a table's typed drop written to the work folder
     "merged",  # a table's snapshot written to the work folder
-    "staging_loaded",  # the month COPYed into PostgreSQL's staging schema
     "in_sync",  # inside the publish transaction, the advisory lock taken, nothing written yet
+    "staging_loaded",  # the month COPYed into PostgreSQL's staging schema; the live upsert runs meanwhile
     "checked",  # the Soda scan passed; the live upsert runs (or ran) in the open transaction
     "in_transaction",  # inside the publish transaction, every statement run, not yet committed
     "committed",  # PostgreSQL committed, the lake not yet renamed

@@ -270,37 +270,38 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
             pgsql.errors_are_clear(dsn, plan.as_of),
         ):
             pgsql.ensure_tables(conn, schema, pg_schema)
-            t0 = time.perf_counter()
-            staged = pgsql.load_staging(
-                conn,
-                dsn,
-                con,
-                schema,
-                pg_schema,
-                plan.as_of,
-                {
-                    t: pgsql.MergedTable(
-                        plan.merge_dir(t) / "data.parquet", plan.merge_dir(t) / "changes.parquet", merges[t].counts
-                    )
-                    for t in schema.table_names
-                },
-                _volume_rows(schema, stages, merges, previous_manifest),
-                plan.lake.work(plan.as_of) / "copy",
-                connections=duck.parallel_jobs(settings, pgsql.STAGING_CONNECTIONS),
-            )
-            timings["load_staging"] = round(time.perf_counter() - t0, 3)
-            failpoint("staging_loaded")
-            server_version = pgsql.server_version(conn)
+            merged = {
+                t: pgsql.MergedTable(
+                    plan.merge_dir(t) / "data.parquet", plan.merge_dir(t) / "changes.parquet", merges[t].counts
+                )
+                for t in schema.table_names
+            }
+            scratch = plan.lake.work(plan.as_of) / "copy"
             log.info(
                 "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
-                "while the Soda checks run on staging schema %s, and it commits only if they pass",
+                "while the month is loaded into staging schema %s and checked there, and it commits only if "
+                "the checks pass",
                 plan.as_of,
                 pgsql.describe(dsn),
                 pg_schema,
-                staged.schema_name,
+                pgsql.staging_schema(pg_schema, plan.as_of),
             )
-            counts = {t: merges[t].counts for t in schema.table_names}
-            with pgsql.publishing(conn, schema, pg_schema, plan.as_of, plan.previous, counts) as finish:
+            server_version = pgsql.server_version(conn)
+            with pgsql.publishing(conn, con, schema, pg_schema, plan.as_of, plan.previous, merged, scratch) as finish:
+                t0 = time.perf_counter()
+                staged = pgsql.load_staging(
+                    dsn,
+                    con,
+                    schema,
+                    pg_schema,
+                    plan.as_of,
+                    merged,
+                    _volume_rows(schema, stages, merges, previous_manifest),
+                    scratch,
+                    connections=duck.parallel_jobs(settings, pgsql.STAGING_CONNECTIONS),
+                )
+                timings["load_staging"] = round(time.perf_counter() - t0, 3)
+                failpoint("staging_loaded")
                 root = schema.root.name
                 report = quality.run_checks(
                     dsn,

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RUNS_TABLE = "pipeline_runs"
-CHANGED_SUFFIX = "__changed"
-DELETED_SUFFIX = "__deleted"
 VOLUME_TABLE = "drop_volume"
 COPY_CHUNK = 1 << 20
 PUBLISHED = "published"
@@ -231,6 +230,23 @@ class MergedTable:
     def written(self) -> int:
         return self.counts["inserted"] + self.counts["updated"]
 
+    @property
+    def rows(self) -> int:
+        return snapshot_rows(self.counts)
+
+    def select(self, table: Table, changed_only: bool = False) -> str:
+        """DuckDB query of the snapshot's rows as PostgreSQL reads them, or only those the merge marked
+        inserted or updated."""
+        query = f"SELECT {export_expr(table)} FROM {read_parquet(self.snapshot_file)}"
+        if changed_only:
+            key = quote(table.key)
+            query += f" WHERE {key} IN (SELECT {key} FROM {read_parquet(self.changes_file)} WHERE change <> 'deleted')"
+        return query
+
+    def select_deleted(self, table: Table) -> str:
+        """DuckDB query of the keys a full dump removed."""
+        return f"SELECT {quote(table.key)} FROM {read_parquet(self.changes_file)} WHERE change = 'deleted'"
+
 
 @dataclass
 class StagedMonth:
@@ -239,7 +255,6 @@ class StagedMonth:
 
 
 def load_staging(
-    conn: psycopg.Connection,
     dsn: str,
     duck: duckdb.DuckDBPyConnection,
     schema: Schema,
@@ -250,13 +265,13 @@ def load_staging(
     scratch_dir: Path,
     connections: int = STAGING_CONNECTIONS,
 ) -> StagedMonth:
-    """(Re)build the month's staging schema: for every table the month's snapshot partition (loaded once,
-    keyed, checked in place and attached by the publish), a view named like the table over it for the
-    checks, the rows and keys the live upsert needs, and the drop volume figures. Committed, so Soda can
-    read it; nothing in it is visible to the consumers."""
+    """(Re)build the month's staging schema, on connections of its own: for every table the month's
+    snapshot partition (loaded once, keyed, checked in place and attached by the publish), a view named
+    like the table over it for the checks, and the drop volume figures. Committed, so Soda can read it;
+    nothing in it is visible to the consumers."""
     staged = StagedMonth(staging_schema(pg_schema, as_of))
     stage = staged.schema_name
-    with conn.transaction():
+    with connect(dsn, autocommit=True) as conn, conn.transaction():
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
         _load_volume(conn, stage, volume)
@@ -278,27 +293,21 @@ def _load_table(
     merged: MergedTable,
     scratch_dir: Path,
 ) -> int:
-    """One table into staging, on its own connections; returns the snapshot's rows.
+    """One table into staging, on its own connection; returns the snapshot's rows.
 
     - ``<table>_snapshots_<yyyymmdd>``: the month's partition, COPYed (FREEZE: the rows are born frozen,
       so no later pass rewrites pages to set hint bits), then keyed on (key, as_of): the key build is also
       where a repeated key would be refused;
-    - ``<table>``: a view of the declared columns over it, which the checks read;
-    - ``<table>__changed``: the rows the merge marked inserted or updated, when only some rows changed
-      (the live upsert then reads them instead of joining the whole month with the changed keys);
-    - ``<table>__deleted``: the keys a full dump removed."""
+    - ``<table>``: a view of the declared columns over it, which the checks read."""
     started = time.perf_counter()
     partition = _ident(stage, ddl.partition_name(table, as_of))
-    snapshot = read_parquet(merged.snapshot_file)
-    changes = read_parquet(merged.changes_file)
-    key = quote(table.key)
     with contextlib.closing(duck.cursor()) as cursor, connect(dsn, autocommit=True) as conn:
         with conn.transaction():
             conn.execute(ddl.staged_partition(table, stage, as_of))  # type: ignore[arg-type]
             rows = copy_parquet(
                 conn,
                 cursor,
-                f"SELECT {export_expr(table)} FROM {snapshot}",
+                merged.select(table),
                 partition,
                 table.column_names,
                 scratch_dir / f"{table.name}.csv",
@@ -312,34 +321,8 @@ def _load_table(
                 _ident(stage, table.name), _columns(table.column_names), partition
             )
         )
-        analyze = [partition]
-        if 0 < merged.written < rows:
-            changed = _ident(stage, table.name + CHANGED_SUFFIX)
-            conn.execute(ddl.staging_table(table, stage, table.name + CHANGED_SUFFIX))  # type: ignore[arg-type]
-            copy_parquet(
-                conn,
-                cursor,
-                f"SELECT {export_expr(table)} FROM {snapshot} WHERE {key} IN "
-                f"(SELECT {key} FROM {changes} WHERE change <> 'deleted')",
-                changed,
-                table.column_names,
-                scratch_dir / f"{table.name}{CHANGED_SUFFIX}.csv",
-            )
-            analyze.append(changed)
-        if merged.counts["deleted"]:
-            deleted = _ident(stage, table.name + DELETED_SUFFIX)
-            conn.execute(ddl.staging_table(table, stage, table.name + DELETED_SUFFIX, [table.key]))  # type: ignore[arg-type]
-            copy_parquet(
-                conn,
-                cursor,
-                f"SELECT {key} FROM {changes} WHERE change = 'deleted'",
-                deleted,
-                [table.key],
-                scratch_dir / f"{table.name}{DELETED_SUFFIX}.csv",
-            )
-            analyze.append(deleted)
-        # statistics now, so the checks' and the publish's joins are planned for the real row counts
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(analyze)))
+        # statistics now, so the checks' joins are planned for the real row counts
+        conn.execute(sql.SQL("ANALYZE {}").format(partition))
     elapsed = time.perf_counter() - started
     log.info(
         "load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s",
@@ -418,22 +401,25 @@ def advisory_key(pg_schema: str) -> str:
 @contextmanager
 def publishing(
     conn: psycopg.Connection,
+    duck: duckdb.DuckDBPyConnection,
     schema: Schema,
     pg_schema: str,
     as_of: date,
     previous_as_of: date | None,
-    changes: dict[str, dict[str, int]],
+    merged: dict[str, MergedTable],
+    scratch_dir: Path,
 ) -> Iterator[Callable[[dict], SyncResult]]:
     """The month's ONE transaction (``conn`` must be in autocommit mode, so this block is a real BEGIN …
     COMMIT, not a savepoint inside some open transaction): live upserts (only when this month is the
     newest), the month's snapshot partitions, and its pipeline_runs row. Readers see the month all at
     once or not at all.
 
-    The live upsert starts at once, in the open transaction, while the caller runs the quality checks on
-    the staging schema (other connections): nobody can see it before the commit. The caller then calls
-    the yielded ``finish(run_row)``, which waits for the upsert, attaches the snapshots, writes the run
-    row and returns; the transaction commits when the block ends. If the block raises instead (a check
-    failed), the upsert is cancelled and everything is rolled back. ``changes`` are the merge's counts."""
+    The live upsert starts at once, in the open transaction and from the merge's files, while the caller
+    loads the staging schema and runs the quality checks on it (other connections): nobody can see the
+    upsert before the commit. The caller then calls the yielded ``finish(run_row)``, which waits for the
+    upsert, attaches the staged snapshots, writes the run row and returns; the transaction commits when
+    the block ends. If the block raises instead (a check failed), the upsert is stopped and everything
+    is rolled back."""
     stage = staging_schema(pg_schema, as_of)
     if not conn.autocommit:
         raise ValueError("publishing() needs an autocommit connection: its transaction must be the outermost")
@@ -445,10 +431,12 @@ def publishing(
             sql.SQL("SELECT max(as_of) FROM {} WHERE status = %s").format(runs), [PUBLISHED]
         ).fetchone()[0]
         result = SyncResult(live_updated=live_as_of is None or as_of >= live_as_of)
+        sync = _LiveSync(conn, duck, schema, pg_schema, merged, scratch_dir)
         live: Future | None = None
         if result.live_updated:
-            incremental = live_as_of == previous_as_of or (live_as_of == as_of and previous_as_of is None)
-            live = pool.submit(_timed, _sync_live, conn, schema, pg_schema, stage, incremental, changes)
+            # live holding the previous month (none: the first month) takes the merge's changes; holding
+            # any other month (this one, before a correction), the whole month
+            live = pool.submit(_timed, sync.run, live_as_of == previous_as_of)
         else:
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
 
@@ -457,7 +445,7 @@ def publishing(
                 result.live_rows, result.seconds["live"] = live.result()
             started = time.perf_counter()
             for table in schema.tables:
-                rows = snapshot_rows(changes[table.name])
+                rows = merged[table.name].rows
                 result.snapshot_rows[table.name] = _sync_snapshot(conn, table, pg_schema, stage, as_of, rows)
             log.info("snapshot tables: %d rows for %s", sum(result.snapshot_rows.values()), as_of)
             result.seconds["snapshots"] = round(time.perf_counter() - started, 3)
@@ -478,7 +466,8 @@ def publishing(
             yield finish
         except BaseException:
             if live is not None and not live.done():
-                conn.cancel_safe()  # stop the upsert now: the transaction is rolled back anyway
+                sync.stop.set()  # no next statement
+                conn.cancel_safe()  # nor the rest of this one: the transaction is rolled back anyway
             if live is not None:
                 with contextlib.suppress(Exception):
                     live.result()
@@ -498,75 +487,115 @@ def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
 # not count: PostgreSQL does not check a reference again when an update leaves the referencing column
 # as it was, and the upsert never changes a key.
 BULK_WRITE_ROWS = 50_000
+# The rows an upsert reads sit in temporary tables, which live in the session's own buffers (8 MB by
+# default, the rest goes through files). A month's changed rows of one table are a few hundred MB at most.
+TEMP_BUFFERS = "256MB"
+ROWS_SUFFIX = "__rows"
+DELETED_SUFFIX = "__deleted"
 
 
-def _sync_live(
-    conn: psycopg.Connection,
-    schema: Schema,
-    pg_schema: str,
-    stage: str,
-    incremental: bool,
-    changes: dict[str, dict[str, int]],
-) -> dict[str, dict[str, int]]:
-    """Upsert the live tables from staging. Incremental (live holds the previous month): only the rows the
-    merge marked inserted/updated are written and the deleted keys removed. Otherwise (live holds some
-    other month) every staged row is upserted (unchanged ones skipped) and live keys absent from the
-    month removed. ``changes`` are the merge's counts per table: they size each write without a query."""
-    sources: dict[str, sql.Composable] = {}
-    writes: dict[str, int] = {}
-    new_keys: dict[str, int] = {}
-    for table in schema.tables:
-        counts = changes[table.name]
-        rows = snapshot_rows(counts)
-        written = counts["inserted"] + counts["updated"]
-        source = _ident(stage, table.name)
-        if incremental and written == 0:
-            continue
-        if incremental and written < rows:
-            source = _ident(stage, table.name + CHANGED_SUFFIX)
-        sources[table.name] = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
-        writes[table.name] = written if incremental else rows
+class _Stopped(Exception):
+    """The publish is being rolled back: the live upsert stops before its next statement."""
+
+
+@dataclass
+class _LiveSync:
+    """The live tables' part of the publish transaction, on its connection, in a thread of its own.
+
+    Incremental (live holds the previous month): the rows the merge marked inserted or updated are
+    upserted and the keys a full dump removed are deleted. Otherwise (live holds some other month)
+    every row of the month is upserted (unchanged ones skipped) and live keys absent from the month are
+    deleted. The rows come from the merge's Parquet files through COPY into temporary tables; a big write
+    into an empty table (the first month) is COPYed straight into it, its key built afterwards."""
+
+    conn: psycopg.Connection
+    duck: duckdb.DuckDBPyConnection
+    schema: Schema
+    pg_schema: str
+    merged: dict[str, MergedTable]
+    scratch_dir: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, incremental: bool) -> dict[str, dict[str, int]]:
+        self._execute(sql.SQL("SET LOCAL temp_buffers = {}").format(sql.Literal(TEMP_BUFFERS)))
+        writes = {
+            name: m.written if incremental else m.rows
+            for name, m in self.merged.items()
+            if not incremental or m.written
+        }
         # live holding another month: any of its keys may be new
-        new_keys[table.name] = counts["inserted"] if incremental else rows
-    bulk = [name for name in schema.table_names if new_keys.get(name, 0) > BULK_WRITE_ROWS]
-    empty = [name for name in bulk if _is_empty(conn, _ident(pg_schema, name))]
-    log.info(
-        "live tables: %d rows to write%s",
-        sum(writes.values()),
-        f" (keys of {', '.join(bulk)} dropped and rebuilt)" if bulk else "",
-    )
-    # An empty table is filled by a plain INSERT and gets its key in one sorted build afterwards; a big
-    # write goes without its foreign keys. References first (they depend on the keys they point at).
-    dropped = _drop_constraints(conn, schema, pg_schema, "f", on=bulk, referencing=empty)
-    dropped += _drop_constraints(conn, schema, pg_schema, "p", on=empty)
-    counts: dict[str, dict[str, int]] = {name: {"written": 0, "deleted": 0} for name in schema.table_names}
-    for table in schema.tables:  # the root (users) first: the others reference it
-        if table.name not in sources:
-            continue
-        live = _ident(pg_schema, table.name)
-        if table.name in empty:
-            statement = sql.SQL("INSERT INTO {} ({}) {}").format(
-                live, _columns(table.column_names), sources[table.name]
+        new_keys = {name: self.merged[name].counts["inserted"] if incremental else n for name, n in writes.items()}
+        bulk = [name for name in self.schema.table_names if new_keys.get(name, 0) > BULK_WRITE_ROWS]
+        empty = [name for name in bulk if _is_empty(self.conn, self._live(name))]
+        log.info(
+            "live tables: %d rows to write%s",
+            sum(writes.values()),
+            f" (keys of {', '.join(bulk)} dropped and rebuilt)" if bulk else "",
+        )
+        # An empty table is filled by COPY and gets its key in one sorted build afterwards; a big write
+        # goes without its foreign keys. References first (they depend on the keys they point at).
+        dropped = _drop_constraints(self.conn, self.schema, self.pg_schema, "f", on=bulk, referencing=empty)
+        dropped += _drop_constraints(self.conn, self.schema, self.pg_schema, "p", on=empty)
+        if empty:  # truncated in this transaction, an empty table takes COPY FREEZE (no later hint-bit pass)
+            self._execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(self._live(n) for n in empty)))
+        counts = {name: {"written": 0, "deleted": 0} for name in self.schema.table_names}
+        for table in self.schema.tables:  # the root (users) first: the others reference it
+            if table.name not in writes:
+                continue
+            merged, live = self.merged[table.name], self._live(table.name)
+            rows = merged.select(table, changed_only=incremental and merged.written < merged.rows)
+            if table.name in empty:
+                counts[table.name]["written"] = self._copy(rows, live, table.column_names, table.name, freeze=True)
+                continue
+            source = self._temp_table(table, ROWS_SUFFIX, table.column_names, rows)
+            select = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
+            upsert = upsert_sql(live, table.column_names, [table.key], select)
+            counts[table.name]["written"] = self._execute(upsert).rowcount
+        for table in reversed(self.schema.tables):  # delete children before the users they reference
+            key, live = _ident(table.key), self._live(table.name)
+            if not incremental and table.name not in empty:
+                gone = sql.SQL("SELECT {} FROM {} EXCEPT SELECT {} FROM {}").format(
+                    key, live, key, _ident(table.name + ROWS_SUFFIX)
+                )
+            elif incremental and self.merged[table.name].counts["deleted"]:
+                deleted = self._temp_table(
+                    table, DELETED_SUFFIX, [table.key], self.merged[table.name].select_deleted(table)
+                )
+                gone = sql.SQL("SELECT {} FROM {}").format(key, deleted)
+            else:
+                continue
+            deletion = sql.SQL("DELETE FROM {} WHERE {} IN ({})").format(live, key, gone)
+            counts[table.name]["deleted"] = self._execute(deletion).rowcount
+        for target, name, definition in reversed(dropped):  # keys first, then references, each validated
+            self._execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(target, _ident(name), sql.SQL(definition))
             )
-        else:
-            statement = upsert_sql(live, table.column_names, [table.key], sources[table.name])
-        counts[table.name]["written"] = conn.execute(statement).rowcount
-    for table in reversed(schema.tables):  # delete children before the users they reference
-        key = _ident(table.key)
-        live = _ident(pg_schema, table.name)
-        if not incremental:
-            gone = sql.SQL("SELECT {} FROM {} EXCEPT SELECT {} FROM {}").format(
-                key, live, key, _ident(stage, table.name)
-            )
-        elif changes[table.name]["deleted"]:
-            gone = sql.SQL("SELECT {} FROM {}").format(key, _ident(stage, table.name + DELETED_SUFFIX))
-        else:
-            continue
-        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} IN ({})").format(live, key, gone))
-        counts[table.name]["deleted"] = cur.rowcount
-    for table, name, definition in reversed(dropped):  # keys first, then references, each validated at once
-        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, _ident(name), sql.SQL(definition)))
-    return counts
+        return counts
+
+    def _live(self, name: str) -> sql.Identifier:
+        return _ident(self.pg_schema, name)
+
+    def _execute(self, statement: sql.Composable) -> psycopg.Cursor:
+        if self.stop.is_set():
+            raise _Stopped
+        return self.conn.execute(statement)
+
+    def _copy(self, select: str, target: sql.Identifier, columns: list[str], name: str, freeze: bool = False) -> int:
+        """COPY the rows of a DuckDB query into ``target``; ``name`` names the scratch file."""
+        if self.stop.is_set():
+            raise _Stopped
+        with contextlib.closing(self.duck.cursor()) as cursor:
+            scratch = self.scratch_dir / f"live-{name}.csv"
+            return copy_parquet(self.conn, cursor, select, target, columns, scratch, freeze=freeze)
+
+    def _temp_table(self, table: Table, suffix: str, columns: list[str], select: str) -> sql.Identifier:
+        """A temporary table ``<table><suffix>`` of some of the table's columns, filled by COPY from a
+        DuckDB query and analysed (the deletions join it)."""
+        name = table.name + suffix
+        self._execute(sql.SQL(ddl.temp_table(table, name, columns)))  # type: ignore[arg-type]
+        self._copy(select, _ident(name), columns, name)
+        self._execute(sql.SQL("ANALYZE {}").format(_ident(name)))
+        return _ident(name)
 
 
 def _is_empty(conn: psycopg.Connection, table: sql.Identifier) -> bool:

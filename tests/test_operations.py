@@ -169,6 +169,29 @@ def test_replace_recomputes_the_month_and_every_later_one(run_luigi, tmp_path, l
     assert manifest(lake2, FEB)["replaced"], "February was recomputed and says so"
 
 
+def test_replacing_the_only_month_removes_the_users_the_correction_dropped_from_live(
+    settings, tmp_path, pg, pg_schema
+):
+    """Live holds the month being corrected, not the one before it: the whole corrected month is
+    upserted and the live keys it no longer has are deleted (#6 regression: the first month's
+    correction once took the incremental path, which only deletes what a full dump removed)."""
+    run_month(settings, JAN)
+    jan = seed_copy(tmp_path / "jan")
+    gone = _remove_users(jan, 20)
+    run_month(settings.with_(volume_change_ratio=0.9), JAN, jan, replace=True)
+    for table in SCHEMA.table_names:
+        live = pg.execute(
+            sql.SQL("SELECT count(*), count(*) FILTER (WHERE user_id = ANY(%s)) FROM {}").format(
+                sql.Identifier(pg_schema, table)
+            ),
+            [gone],
+        ).fetchone()
+        snapshot_rows = duckdb.execute(
+            f"SELECT count(*) FROM read_parquet('{Lake(settings.lake_root).snapshot_file(table, JAN)}')"
+        ).fetchone()[0]
+        assert live == (snapshot_rows, 0), table
+
+
 def test_backfill_ingests_configured_months_in_order_and_skips_done(run_luigi, tmp_path, lake_root):
     drops = generate_drops(tmp_path / "drops", users=1500, months=3, seed=7)
     config = tmp_path / "backfill.cfg"
