@@ -6,8 +6,9 @@ names that encode their inputs (the source file's fingerprint, the previous mont
 so a stale intermediate is never mistaken for a fresh one, and a rerun picks up where a crash left.
 
 Publication order, chosen so a crash anywhere leaves a state a rerun completes:
-staging loaded (the month's partitions, keyed) → ONE PostgreSQL transaction opened, the live upsert
-running in it while the Soda checks run on staging → checks pass (else rollback) → snapshots attached,
+ONE PostgreSQL transaction opened, the live upsert running in it while, on other connections, staging
+is loaded (the month's partitions, keyed) and the Soda checks run on it → checks pass (else rollback,
+the upsert stopped) → snapshots attached,
 pipeline_runs row → commit → lake partitions renamed into place → staging dropped → manifest written
 (the month is now published) → work folder removed.
 """
@@ -287,7 +288,9 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 pgsql.staging_schema(pg_schema, plan.as_of),
             )
             server_version = pgsql.server_version(conn)
-            with pgsql.publishing(conn, con, schema, pg_schema, plan.as_of, plan.previous, merged, scratch) as finish:
+            with pgsql.publishing(
+                conn, con, schema, pg_schema, plan.as_of, plan.previous, merged, scratch
+            ) as publication:
                 t0 = time.perf_counter()
                 staged = pgsql.load_staging(
                     dsn,
@@ -298,7 +301,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     merged,
                     _volume_rows(schema, stages, merges, previous_manifest),
                     scratch,
-                    connections=duck.parallel_jobs(settings, pgsql.STAGING_CONNECTIONS),
+                    connections=duck.parallel_jobs(settings, pgsql.staging_connections(publication.live_writes)),
                 )
                 timings["load_staging"] = round(time.perf_counter() - t0, 3)
                 failpoint("staging_loaded")
@@ -335,7 +338,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     quality.raise_if_failed(report, plan.as_of)
                 failpoint("checked")
                 t0 = time.perf_counter()
-                sync = finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
+                sync = publication.finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
             # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
             timings["sync"] = round(time.perf_counter() - t0, 3)
             timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
