@@ -275,7 +275,7 @@ def _sql_category(who: str, text: str) -> str:
     if who == "pipeline-copy":
         if "__STAGING_" in upper:
             return "staging: COPY into PostgreSQL"
-        return "publish: live COPY (into the empty live table, or the temp tables an upsert reads)"
+        return "publish: live COPY into the temp tables an upsert reads (tables with some rows changed)"
     verb = " ".join(upper.split()[:2])
     if verb.startswith("INSERT INTO"):
         if "_SNAPSHOTS" in upper:

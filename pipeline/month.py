@@ -302,6 +302,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     _volume_rows(schema, stages, merges, previous_manifest),
                     scratch,
                     connections=duck.parallel_jobs(settings, pgsql.staging_connections(publication.live_writes)),
+                    on_loaded=publication.staged,
                 )
                 timings["load_staging"] = round(time.perf_counter() - t0, 3)
                 failpoint("staging_loaded")

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -215,8 +216,9 @@ def snapshot_rows(counts: dict[str, int]) -> int:
 
 # Staging loads two tables at a time, each on its own connection: while PostgreSQL parses one table's
 # COPY, DuckDB writes out the next, and on two cores both are busy. While the live upsert keeps a
-# backend busy with a big write, one at a time: one busy backend per core (measured at 1M users: first
-# month 24.1 s -> 21.9 s and February 32.6 s -> 28.9 s; a month without live writes is faster with two).
+# backend busy with a big write, one at a time: one busy backend per core, and the tables the upsert
+# reads from staging arrive one by one from the start (measured at 1M users, February: 26.4 s with two,
+# 22.1 s with one; the first month the same either way; a month without live writes is faster with two).
 STAGING_CONNECTIONS = 2
 
 
@@ -271,21 +273,25 @@ def load_staging(
     volume: list[dict],
     scratch_dir: Path,
     connections: int = STAGING_CONNECTIONS,
+    on_loaded: Callable[[str], None] | None = None,
 ) -> StagedMonth:
     """(Re)build the month's staging schema, on connections of its own: for every table the month's
     snapshot partition (loaded once, keyed, checked in place and attached by the publish), a view named
     like the table over it for the checks, and the drop volume figures. Committed, so Soda can read it;
-    nothing in it is visible to the consumers."""
+    nothing in it is visible to the consumers. ``on_loaded(table)`` is called as each table's partition
+    is committed."""
     staged = StagedMonth(staging_schema(pg_schema, as_of))
     stage = staged.schema_name
     with connect(dsn, autocommit=True) as conn, conn.transaction():
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
         _load_volume(conn, stage, volume)
-    biggest_first = sorted(schema.tables, key=lambda t: -merged[t.name].snapshot_file.stat().st_size)
+    # the root first (the live upsert writes it before the tables that reference it), then the biggest
+    root = schema.root.name
+    order = sorted(schema.tables, key=lambda t: (t.name != root, -merged[t.name].snapshot_file.stat().st_size))
     loads = {
-        t.name: functools.partial(_load_table, dsn, duck, t, stage, as_of, merged[t.name], scratch_dir)
-        for t in biggest_first
+        t.name: functools.partial(_load_table, dsn, duck, t, stage, as_of, merged[t.name], scratch_dir, on_loaded)
+        for t in order
     }
     staged.rows = run_all(loads, connections, name="staging")
     return staged
@@ -299,6 +305,7 @@ def _load_table(
     as_of: date,
     merged: MergedTable,
     scratch_dir: Path,
+    on_loaded: Callable[[str], None] | None = None,
 ) -> int:
     """One table into staging, on its own connection; returns the snapshot's rows.
 
@@ -330,6 +337,8 @@ def _load_table(
         )
         # statistics now, so the checks' joins are planned for the real row counts
         conn.execute(sql.SQL("ANALYZE {}").format(partition))
+    if on_loaded is not None:
+        on_loaded(table.name)
     elapsed = time.perf_counter() - started
     log.info(
         "load staging  %-18s %9d rows  %6.2fs  %10.0f rows/s",
@@ -410,6 +419,7 @@ class Publication:
     """The open publish transaction, as its caller sees it."""
 
     live_writes: int  # rows the live upsert (running meanwhile) writes; 0 when live is left as it is
+    staged: Callable[[str], None]  # staged(table): its staging partition is committed, the upsert may read it
     finish: Callable[[dict], SyncResult]  # finish(run_row): wait for live, attach the snapshots, run row
 
 
@@ -446,7 +456,7 @@ def publishing(
             sql.SQL("SELECT max(as_of) FROM {} WHERE status = %s").format(runs), [PUBLISHED]
         ).fetchone()[0]
         result = SyncResult(live_updated=live_as_of is None or as_of >= live_as_of)
-        sync = _LiveSync(conn, duck, schema, pg_schema, merged, scratch_dir)
+        sync = _LiveSync(conn, duck, schema, pg_schema, stage, merged, scratch_dir)
         live: Future | None = None
         live_writes = 0
         if result.live_updated:
@@ -459,6 +469,8 @@ def publishing(
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
 
         def finish(run_row: dict) -> SyncResult:
+            for name in schema.table_names:  # staging is done by now: never wait for it again
+                sync.staged(name)
             if live is not None:
                 result.live_rows, result.seconds["live"] = live.result()
             started = time.perf_counter()
@@ -481,7 +493,7 @@ def publishing(
             return result
 
         try:
-            yield Publication(live_writes, finish)
+            yield Publication(live_writes, sync.staged, finish)
         except BaseException:
             if live is not None and not live.done():
                 sync.stop.set()  # no next statement
@@ -523,16 +535,27 @@ class _LiveSync:
     Incremental (live holds the previous month): the rows the merge marked inserted or updated are
     upserted and the keys a full dump removed are deleted. Otherwise (live holds some other month)
     every row of the month is upserted (unchanged ones skipped) and live keys absent from the month are
-    deleted. The rows come from the merge's Parquet files through COPY into temporary tables; a big write
-    into an empty table (the first month) is COPYed straight into it, its key built afterwards."""
+    deleted. Where the rows come from:
+    - every row of the month (the first month, a table whose every row changed, live holding another
+      month): the table's staging partition, as soon as its load has committed, so the month is not
+      sent to PostgreSQL twice; an empty table gets a plain INSERT and its key built afterwards;
+    - some rows: COPYed from the merge's Parquet into a temporary table, right away.
+    The root (users) is written first: the others reference it."""
 
     conn: psycopg.Connection
     duck: duckdb.DuckDBPyConnection
     schema: Schema
     pg_schema: str
+    stage: str
     merged: dict[str, MergedTable]
     scratch_dir: Path
     stop: threading.Event = field(default_factory=threading.Event)
+    _loaded: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # names, as staging commits them
+    _ready: set[str] = field(default_factory=set)  # staged, as the upsert's thread has seen
+
+    def staged(self, name: str) -> None:
+        """Table ``name``'s staging partition is committed: the upsert may read it (any thread)."""
+        self._loaded.put(name)
 
     def writes(self, incremental: bool) -> dict[str, int]:
         """table -> rows to write, for the tables that get any."""
@@ -549,36 +572,39 @@ class _LiveSync:
         new_keys = {name: self.merged[name].counts["inserted"] if incremental else n for name, n in writes.items()}
         bulk = [name for name in self.schema.table_names if new_keys.get(name, 0) > BULK_WRITE_ROWS]
         empty = [name for name in bulk if _is_empty(self.conn, self._live(name))]
+        whole = {name for name in writes if not incremental or self.merged[name].written == self.merged[name].rows}
         log.info(
             "live tables: %d rows to write%s",
             sum(writes.values()),
             f" (keys of {', '.join(bulk)} dropped and rebuilt)" if bulk else "",
         )
-        # An empty table is filled by COPY and gets its key in one sorted build afterwards; a big write
-        # goes without its foreign keys. References first (they depend on the keys they point at).
+        # An empty table is filled by a plain INSERT and gets its key in one sorted build afterwards; a
+        # big write goes without its foreign keys. References first (they depend on the keys they point at).
         dropped = _drop_constraints(self.conn, self.schema, self.pg_schema, "f", on=bulk, referencing=empty)
         dropped += _drop_constraints(self.conn, self.schema, self.pg_schema, "p", on=empty)
-        if empty:  # truncated in this transaction, an empty table takes COPY FREEZE (no later hint-bit pass)
-            self._execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(self._live(n) for n in empty)))
         counts = {name: {"written": 0, "deleted": 0} for name in self.schema.table_names}
-        for table in self.schema.tables:  # the root (users) first: the others reference it
-            if table.name not in writes:
-                continue
-            merged, live = self.merged[table.name], self._live(table.name)
-            rows = merged.select(table, changed_only=incremental and merged.written < merged.rows)
-            if table.name in empty:
-                counts[table.name]["written"] = self._copy(rows, live, table.column_names, table.name, freeze=True)
-                continue
-            # an upsert scans its rows once; the deletion below joins them (when live holds another month)
-            source = self._temp_table(table, ROWS_SUFFIX, table.column_names, rows, analyze=not incremental)
-            select = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
-            upsert = upsert_sql(live, table.column_names, [table.key], select)
-            counts[table.name]["written"] = self._execute(upsert).rowcount
+        for name in self._write_order(writes, whole):
+            table, live = self.schema.table(name), self._live(name)
+            if name in whole:
+                self._next_staged({name})  # at once, but for the root: the first to be written
+                source = _ident(self.stage, name)
+            else:
+                select = self.merged[name].select(table, changed_only=True)
+                source = self._temp_table(table, ROWS_SUFFIX, table.column_names, select, analyze=False)
+            rows = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
+            if name in empty:
+                statement = sql.SQL("INSERT INTO {} ({}) {}").format(live, _columns(table.column_names), rows)
+            else:
+                statement = upsert_sql(live, table.column_names, [table.key], rows)
+            counts[name]["written"] = self._execute(statement).rowcount
+            # its key and references back now, while staging still loads the next tables (the root is
+            # written first, so what a reference points at is keyed already)
+            dropped = self._restore(dropped, {name})
         for table in reversed(self.schema.tables):  # delete children before the users they reference
             key, live = _ident(table.key), self._live(table.name)
             if not incremental and table.name not in empty:
                 gone = sql.SQL("SELECT {} FROM {} EXCEPT SELECT {} FROM {}").format(
-                    key, live, key, _ident(table.name + ROWS_SUFFIX)
+                    key, live, key, _ident(self.stage, table.name)
                 )
             elif incremental and self.merged[table.name].counts["deleted"]:
                 select = self.merged[table.name].select_deleted(table)
@@ -588,11 +614,46 @@ class _LiveSync:
                 continue
             deletion = sql.SQL("DELETE FROM {} WHERE {} IN ({})").format(live, key, gone)
             counts[table.name]["deleted"] = self._execute(deletion).rowcount
-        for target, name, definition in reversed(dropped):  # keys first, then references, each validated
-            self._execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(target, _ident(name), sql.SQL(definition))
-            )
+        self._restore(dropped, set(self.schema.table_names))  # of tables that got no rows
         return counts
+
+    def _restore(self, dropped: list[tuple[str, str, str]], tables: set[str]) -> list[tuple[str, str, str]]:
+        """Add back, validated, the dropped constraints of ``tables`` (keys first, then references);
+        returns the others."""
+        for table, name, definition in reversed(dropped):  # dropped: references first, then keys
+            if table in tables:
+                self._execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                        self._live(table), _ident(name), sql.SQL(definition)
+                    )
+                )
+        return [d for d in dropped if d[0] not in tables]
+
+    def _write_order(self, writes: dict[str, int], whole: set[str]) -> Iterator[str]:
+        """The root first (the others reference it), then the tables whose rows come from the merge's
+        files, then those read from staging as their partitions commit."""
+        root = self.schema.root.name
+        if root in writes:
+            yield root
+        yield from (name for name in self.schema.table_names if name in writes and name not in whole | {root})
+        waiting = whole - {root}
+        while (name := self._next_staged(waiting)) is not None:
+            yield name
+
+    def _next_staged(self, wanted: set[str]) -> str | None:
+        """Take from ``wanted`` a table whose staging partition is committed, waiting for one; None once
+        ``wanted`` is empty."""
+        while wanted:
+            if ready := wanted & self._ready:
+                name = min(ready, key=self.schema.table_names.index)
+                wanted.discard(name)
+                return name
+            try:
+                self._ready.add(self._loaded.get(timeout=0.1))
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _Stopped from None
+        return None
 
     def _live(self, name: str) -> sql.Identifier:
         return _ident(self.pg_schema, name)
@@ -602,13 +663,12 @@ class _LiveSync:
             raise _Stopped
         return self.conn.execute(statement)
 
-    def _copy(self, select: str, target: sql.Identifier, columns: list[str], name: str, freeze: bool = False) -> int:
+    def _copy(self, select: str, target: sql.Identifier, columns: list[str], name: str) -> int:
         """COPY the rows of a DuckDB query into ``target``; ``name`` names the scratch file."""
         if self.stop.is_set():
             raise _Stopped
         with contextlib.closing(self.duck.cursor()) as cursor:
-            scratch = self.scratch_dir / f"live-{name}.csv"
-            return copy_parquet(self.conn, cursor, select, target, columns, scratch, freeze=freeze)
+            return copy_parquet(self.conn, cursor, select, target, columns, self.scratch_dir / f"live-{name}.csv")
 
     def _temp_table(
         self, table: Table, suffix: str, columns: list[str], select: str, analyze: bool
@@ -634,7 +694,7 @@ def _drop_constraints(
     kind: str,
     on: list[str],
     referencing: list[str] | None = None,
-) -> list[tuple]:
+) -> list[tuple[str, str, str]]:
     """Drop the constraints of one kind ('f' foreign key, 'p' primary key) of the live tables ``on``, and
     (foreign keys) those of any live table that reference a table in ``referencing``. Returns (table,
     name, definition as PostgreSQL prints it) to add them back. SQL text comes from the catalog only."""
@@ -656,7 +716,7 @@ def _drop_constraints(
     for table_name, constraint, definition in rows:
         live = _ident(pg_schema, table_name)
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(live, _ident(constraint)))
-        dropped.append((live, constraint, definition))
+        dropped.append((table_name, constraint, definition))
     return dropped
 
 
