@@ -81,13 +81,13 @@ def errors_are_clear(dsn: str, as_of: date) -> Iterator[None]:
     the month is visible, and the message says where it happened."""
     try:
         yield
-    except psycopg.OperationalError as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise PostgresUnavailableError(
-            f"lost the connection to PostgreSQL at {describe(dsn)} while publishing {as_of}: {reason}. "
-            f"Nothing of the month was published; run it again once the server is back."
-        ) from None
     except psycopg.Error as e:
+        if _connection_lost(e):
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise PostgresUnavailableError(
+                f"lost the connection to PostgreSQL at {describe(dsn)} while publishing {as_of}: {reason}. "
+                f"Nothing of the month was published; run it again once the server is back."
+            ) from None
         where = ", ".join(
             f"{label} {value}"
             for label, value in (("table", e.diag.table_name), ("column", e.diag.column_name))
@@ -98,6 +98,19 @@ def errors_are_clear(dsn: str, as_of: date) -> Iterator[None]:
             f"PostgreSQL at {describe(dsn)} refused month {as_of}{f' ({where})' if where else ''}: {reason} "
             f"[SQLSTATE {e.sqlstate}]. The transaction was rolled back: nothing of the month was published."
         ) from None
+
+
+# SQLSTATEs of a server that went away: connection exceptions, and the shutdowns an administrator or a
+# crash causes. Other "operational" errors (a full disk, out of memory) come from a server that is up.
+_GONE_STATES = ("57P01", "57P02", "57P03")
+
+
+def _connection_lost(error: psycopg.Error) -> bool:
+    """Whether the connection itself failed (no SQLSTATE: the client lost it), not just a statement."""
+    state = error.sqlstate
+    return isinstance(error, psycopg.OperationalError) and (
+        state is None or state.startswith("08") or state in _GONE_STATES
+    )
 
 
 def server_version(conn: psycopg.Connection) -> str:

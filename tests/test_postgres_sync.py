@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -385,3 +386,45 @@ def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: P
         "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"{pg_schema}__staging%"]
     ).fetchall()
     assert leftovers == []
+
+
+def test_a_failed_staging_load_stops_the_waiting_live_upsert_and_publishes_nothing(
+    settings, pg, pg_schema, monkeypatch
+):
+    """The live upsert reads a table whose every row changed (usage) from its staging partition, so it
+    waits for that load; when the load fails, the upsert stops, the transaction rolls back and the run
+    ends with the error instead of waiting forever. The failure is injected: a full disk on that COPY."""
+    from pipeline import pgsql
+    from pipeline.errors import PublishError
+
+    run_month(settings, JAN)
+    before = fingerprint(pg, pg_schema)
+    load_table = pgsql._load_table
+
+    def disk_full_on_usage(dsn, duck, table, *args):
+        if table.name == "usage_agg_30d":
+            raise psycopg.errors.DiskFull("could not extend file: No space left on device")
+        return load_table(dsn, duck, table, *args)
+
+    monkeypatch.setattr(pgsql, "_load_table", disk_full_on_usage)
+    outcome: dict[str, BaseException] = {}
+
+    def publish_february() -> None:
+        try:
+            run_month(settings, FEB)
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            outcome["error"] = e
+
+    runner = threading.Thread(target=publish_february, daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert not runner.is_alive(), "the publish hung waiting for a staging load that had failed"
+    error = outcome.get("error")
+    assert isinstance(error, PublishError), error
+    assert "No space left on device" in str(error) and "rolled back" in str(error)
+    assert fingerprint(pg, pg_schema) == before
+    assert not Lake(settings.lake_root).manifest(FEB).exists()
+    staging = pg.execute(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
+    ).fetchone()[0]
+    assert staging == 0
