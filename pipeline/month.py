@@ -8,9 +8,8 @@ so a stale intermediate is never mistaken for a fresh one, and a rerun picks up 
 Publication order, chosen so a crash anywhere leaves a state a rerun completes:
 ONE PostgreSQL transaction opened, the live upsert running in it while, on other connections, staging
 is loaded (the month's partitions, keyed) and the Soda checks run on it → checks pass (else rollback,
-the upsert stopped) → snapshots attached,
-pipeline_runs row → commit → lake partitions renamed into place → staging dropped → manifest written
-(the month is now published) → work folder removed.
+the upsert stopped) → snapshots attached, pipeline_runs row → commit → lake partitions renamed into
+place → staging dropped → manifest written (the month is now published) → work folder removed.
 """
 
 from __future__ import annotations

@@ -676,13 +676,6 @@ class _LiveSync:
             raise _Stopped
         return self.conn.execute(statement)
 
-    def _copy(self, select: str, target: sql.Identifier, columns: list[str], name: str) -> int:
-        """COPY the rows of a DuckDB query into ``target``; ``name`` names the scratch file."""
-        if self.stop.is_set():
-            raise _Stopped
-        with contextlib.closing(self.duck.cursor()) as cursor:
-            return copy_parquet(self.conn, cursor, select, target, columns, self.scratch_dir / f"live-{name}.csv")
-
     def _temp_table(
         self, table: Table, suffix: str, columns: list[str], select: str, analyze: bool
     ) -> sql.Identifier:
@@ -690,7 +683,9 @@ class _LiveSync:
         DuckDB query; ``analyze`` when a join will read it (autovacuum never sees temporary tables)."""
         name = table.name + suffix
         self._execute(sql.SQL(ddl.temp_table(table, name, columns)))  # type: ignore[arg-type]
-        self._copy(select, _ident(name), columns, name)
+        with contextlib.closing(self.duck.cursor()) as cursor:
+            scratch = self.scratch_dir / f"live-{name}.csv"
+            copy_parquet(self.conn, cursor, select, _ident(name), columns, scratch)
         if analyze:
             self._execute(sql.SQL("ANALYZE {}").format(_ident(name)))
         return _ident(name)

@@ -59,6 +59,16 @@ def fingerprint(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
     return result
 
 
+def assert_nothing_published(pg: psycopg.Connection, pg_schema: str, lake_root: Path, as_of: date, before: dict):
+    """A failed publish left PostgreSQL as it was, wrote no manifest and left no staging schema."""
+    assert fingerprint(pg, pg_schema) == before
+    assert not Lake(lake_root).manifest(as_of).exists()
+    staging = pg.execute(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
+    ).fetchone()[0]
+    assert staging == 0
+
+
 @pytest.fixture
 def published(run_luigi, pg, pg_schema: str, lake_root: Path) -> Path:
     result = run_luigi("Month", "--as-of", FEB.isoformat(), "--workers", "2")
@@ -350,12 +360,7 @@ def test_postgres_refusing_the_data_rolls_back_with_one_clear_line(settings, pg,
     message = str(failure.value)
     assert "refused month 2024-02-29 (table users)" in message and "no_new_users" in message
     assert "rolled back" in message and "\n" not in message
-    assert fingerprint(pg, pg_schema) == before
-    assert not Lake(settings.lake_root).manifest(FEB).exists()
-    staging = pg.execute(
-        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
-    ).fetchone()[0]
-    assert staging == 0
+    assert_nothing_published(pg, pg_schema, settings.lake_root, FEB, before)
 
 
 def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: Path, pg, pg_schema: str):
@@ -422,9 +427,4 @@ def test_a_failed_staging_load_stops_the_waiting_live_upsert_and_publishes_nothi
     error = outcome.get("error")
     assert isinstance(error, PublishError), error
     assert "No space left on device" in str(error) and "rolled back" in str(error)
-    assert fingerprint(pg, pg_schema) == before
-    assert not Lake(settings.lake_root).manifest(FEB).exists()
-    staging = pg.execute(
-        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
-    ).fetchone()[0]
-    assert staging == 0
+    assert_nothing_published(pg, pg_schema, settings.lake_root, FEB, before)
