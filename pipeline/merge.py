@@ -67,8 +67,44 @@ def merge_table(
     started = time.perf_counter()
     key = quote(table.key)
     drop = read_parquet(drop_file)
-    # the first month merges with an empty previous snapshot of the same columns
-    previous = f"(SELECT * FROM {drop} LIMIT 0)" if previous_file is None else read_parquet(previous_file)
+    columns = ", ".join(quote(c) for c in table.column_names)
+    if previous_file is None:
+        counts = _first_month(con, key, drop, columns, snapshot_file, changes_file)
+    else:
+        counts = _upsert(con, table, drop, read_parquet(previous_file), columns, snapshot_file, changes_file, full_dump)
+    result = MergeResult(table=table.name, rows=0, **{k: counts.get(k, 0) for k in CHANGE_KINDS})
+    result.rows = result.inserted + result.updated + result.unchanged + result.carried
+    result.previous_rows = result.updated + result.unchanged + result.carried + result.deleted
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _first_month(
+    con: duckdb.DuckDBPyConnection, key: str, drop: str, columns: str, snapshot_file: Path, changes_file: Path
+) -> dict[str, int]:
+    """Nothing to merge with: the snapshot is the drop, sorted, and every key is new."""
+    with lakefs.atomic_file(snapshot_file) as tmp:
+        (rows,) = con.execute(
+            f"COPY (SELECT {columns} FROM {drop} ORDER BY {key}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
+        ).fetchone()
+    with lakefs.atomic_file(changes_file) as tmp:
+        con.execute(f"COPY (SELECT {key}, 'inserted' AS change FROM {drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})")
+    return {"inserted": int(rows)}
+
+
+def _upsert(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    drop: str,
+    previous: str,
+    columns: str,
+    snapshot_file: Path,
+    changes_file: Path,
+    full_dump: bool,
+) -> dict[str, int]:
+    """The previous snapshot upserted with the drop by key: each key's change kind, the snapshot and the
+    changed keys (unsorted: the live sync only looks keys up in it)."""
+    key = quote(table.key)
     same = " AND ".join(f"d.{quote(c.name)} IS NOT DISTINCT FROM p.{quote(c.name)}" for c in table.value_columns)
     gone = "deleted" if full_dump else "carried"
     values = ", ".join(
@@ -85,7 +121,6 @@ def merge_table(
                     ELSE 'updated' END AS _change
         FROM {drop} AS d FULL OUTER JOIN {previous} AS p ON d.{key} = p.{key}"""
     )
-    columns = ", ".join(quote(c) for c in table.column_names)
     with lakefs.atomic_file(snapshot_file) as tmp:
         con.execute(
             f"COPY (SELECT {columns} FROM {merged} WHERE _change <> 'deleted' ORDER BY {key}) "
@@ -94,13 +129,9 @@ def merge_table(
     kinds = ", ".join(map(literal, LIVE_CHANGES))
     with lakefs.atomic_file(changes_file) as tmp:
         con.execute(
-            f"COPY (SELECT {key}, _change AS change FROM {merged} WHERE _change IN ({kinds}) ORDER BY {key}) "
+            f"COPY (SELECT {key}, _change AS change FROM {merged} WHERE _change IN ({kinds})) "
             f"TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
         )
     counts = dict(con.execute(f"SELECT _change, count(*) FROM {merged} GROUP BY ALL").fetchall())
     con.execute(f"DROP TABLE {merged}")
-    result = MergeResult(table=table.name, rows=0, **{k: int(counts.get(k, 0)) for k in CHANGE_KINDS})
-    result.rows = result.inserted + result.updated + result.unchanged + result.carried
-    result.previous_rows = result.updated + result.unchanged + result.carried + result.deleted
-    result.seconds = round(time.perf_counter() - started, 3)
-    return result
+    return {k: int(v) for k, v in counts.items()}
