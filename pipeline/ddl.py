@@ -41,11 +41,12 @@ def _table(name: str, schema: str) -> exp.Table:
 
 
 def _bare_columns(table: Table) -> list[exp.ColumnDef]:
-    """The declared column definitions without constraints, identifiers quoted."""
+    """The declared column definitions without constraints (a declared collation stays: it is part of the
+    column's type, and a partition must match its table's), identifiers quoted."""
     columns = []
     for definition in table.definition.this.expressions:
         column = definition.copy()
-        column.set("constraints", [])
+        column.set("constraints", [c for c in column.constraints if isinstance(c.kind, exp.CollateColumnConstraint)])
         column.set("this", exp.to_identifier(column.name, quoted=True))
         columns.append(column)
     return columns

@@ -155,12 +155,58 @@ def runs_table_ddl(pg_schema: str) -> sql.Composed:
 
 
 def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
-    """Create the schema, live, snapshot and run tables and the profile view when missing."""
+    """Create the schema, live, snapshot and run tables and the profile view when missing, and give the
+    columns of existing ones the collation sql/schema.sql declares."""
     with conn.transaction():
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(pg_schema)))
+        _migrate_collations(conn, schema, pg_schema)
         for statement in ddl.all_tables(schema, pg_schema):
             conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
         conn.execute(runs_table_ddl(pg_schema))
+
+
+def _migrate_collations(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
+    """Tables created before their columns declared a collation (the keys' COLLATE "C") get it: a month's
+    partition can only be attached to a table whose columns collate like its own. PostgreSQL rebuilds
+    the indexes on the column, not the table; the profile view, which reads the column, is dropped
+    first and made again by :func:`ensure_tables`."""
+    declared = {
+        (name, c.name): c
+        for table in schema.tables
+        for c in table.columns
+        if c.collation
+        for name in (table.name, table.name + ddl.SNAPSHOT_SUFFIX)
+    }
+    if not declared:
+        return
+    rows = conn.execute(
+        "SELECT c.relname, a.attname, coalesce(k.collname, '') FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_collation k ON k.oid = a.attcollation "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
+        [pg_schema],
+    ).fetchall()
+    stale = [
+        (table, declared[(table, column)])
+        for table, column, collation in rows
+        if (table, column) in declared and declared[(table, column)].collation != collation
+    ]
+    if not stale:
+        return
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(_ident(pg_schema, ddl.PROFILE_VIEW)))
+    for table, column in stale:
+        log.warning(
+            "%s.%s.%s: now COLLATE %r, as sql/schema.sql declares (its indexes are rebuilt)",
+            pg_schema,
+            table,
+            column.name,
+            column.collation,
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} COLLATE {}").format(
+                _ident(pg_schema, table), _ident(column.name), sql.SQL(column.pg_ddl_type), _ident(column.collation)
+            )
+        )
 
 
 def published_runs(conn: psycopg.Connection, pg_schema: str) -> dict[date, dict]:

@@ -51,6 +51,7 @@ class Column:
     primary_key: bool = False
     references: str | None = None  # table name of a REFERENCES clause
     hidden_at_start: bool = False  # a drop may leave the column out; it is then NULL
+    collation: str | None = None  # COLLATE "…" as declared (PostgreSQL only: the lake compares text as bytes)
 
     @property
     def numeric_precision(self) -> int:
@@ -186,11 +187,14 @@ def _parse_column(table: str, definition: exp.ColumnDef, source: str) -> Column:
         scale = int(kind.expressions[1].name) if len(kind.expressions) > 1 else 0
     primary_key = False
     references = None
+    collation = None
     for constraint in definition.constraints:
         if isinstance(constraint.kind, exp.PrimaryKeyColumnConstraint):
             primary_key = True
         elif isinstance(constraint.kind, exp.Reference):
             references = constraint.kind.this.this.name
+        elif isinstance(constraint.kind, exp.CollateColumnConstraint):
+            collation = constraint.kind.name
     comments = " ".join(definition.comments or [])
     return Column(
         name=definition.name,
@@ -198,6 +202,7 @@ def _parse_column(table: str, definition: exp.ColumnDef, source: str) -> Column:
         precision=precision,
         scale=scale,
         primary_key=primary_key,
+        collation=collation,
         references=references,
         hidden_at_start=HIDDEN_AT_START in comments.lower(),
     )

@@ -428,3 +428,33 @@ def test_a_failed_staging_load_stops_the_waiting_live_upsert_and_publishes_nothi
     assert isinstance(error, PublishError), error
     assert "No space left on device" in str(error) and "rolled back" in str(error)
     assert_nothing_published(pg, pg_schema, settings.lake_root, FEB, before)
+
+
+def test_tables_made_before_the_keys_collated_as_bytes_get_the_declared_collation(settings, pg, pg_schema):
+    """Tables made when sql/schema.sql declared no collation on the keys keep working: the first publish
+    gives their key columns COLLATE "C" (a month's partition can only be attached to a table that
+    collates like it), the profile view is made again, and both months are published."""
+    from pipeline import pgsql
+    from pipeline.schema import SCHEMA_FILE, parse_schema
+
+    older = parse_schema(SCHEMA_FILE.read_text().replace(' COLLATE "C"', ""))
+    assert all(c.collation is None for t in older.tables for c in t.columns)
+    with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
+        pgsql.ensure_tables(conn, older, pg_schema)
+    for as_of in (JAN, FEB):
+        run_month(settings, as_of)
+    collations = pg.execute(
+        "SELECT c.relname, coalesce(k.collname, '') FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_collation k ON k.oid = a.attcollation "
+        "WHERE n.nspname = %s AND a.attname = 'user_id' AND c.relkind IN ('r', 'p', 'v')",
+        [pg_schema],
+    ).fetchall()
+    expected = {
+        name
+        for t in SCHEMA.table_names
+        for name in (t, f"{t}_snapshots", f"{t}_snapshots_{JAN:%Y%m%d}", f"{t}_snapshots_{FEB:%Y%m%d}")
+    } | {"subscriptions_profile_snapshots"}
+    assert {name for name, _ in collations} == expected
+    assert {collation for _, collation in collations} == {"C"}
+    for table in SCHEMA.table_names:
+        assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, FEB), table
