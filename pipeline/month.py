@@ -293,13 +293,10 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 t0 = time.perf_counter()
                 staged = pgsql.load_staging(
                     dsn,
-                    con,
-                    schema,
+                    publication.snapshots,
                     pg_schema,
                     plan.as_of,
-                    merged,
                     _volume_rows(schema, stages, merges, previous_manifest),
-                    scratch,
                     connections=duck.parallel_jobs(settings, pgsql.staging_connections(publication.live_writes)),
                     on_loaded=publication.staged,
                 )

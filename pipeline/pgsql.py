@@ -244,28 +244,25 @@ def export_expr(table: Table) -> str:
     return ", ".join(parts)
 
 
-def copy_parquet(
-    conn: psycopg.Connection,
-    duck: duckdb.DuckDBPyConnection,
-    select_sql: str,
-    target: sql.Composable,
-    columns: list[str],
-    scratch: Path,
-    freeze: bool = False,
+def export_csv(duck: duckdb.DuckDBPyConnection, select_sql: str, path: Path) -> int:
+    """Write the rows of a DuckDB query to ``path`` as the CSV that PostgreSQL's COPY reads; returns rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (rows,) = duck.execute(f"COPY ({select_sql}) TO {literal(str(path))} (FORMAT csv, HEADER false)").fetchone()
+    return int(rows)
+
+
+def copy_csv(
+    conn: psycopg.Connection, path: Path, target: sql.Composable, columns: list[str], freeze: bool = False
 ) -> int:
-    """Stream the rows of a DuckDB query into a PostgreSQL table through COPY (CSV); returns rows.
+    """Stream a CSV file from :func:`export_csv` into a PostgreSQL table through COPY; returns rows.
     ``freeze`` needs the table created in the same transaction (rows are written frozen)."""
-    scratch.parent.mkdir(parents=True, exist_ok=True)
-    (rows,) = duck.execute(f"COPY ({select_sql}) TO {literal(str(scratch))} (FORMAT csv, HEADER false)").fetchone()
     options = sql.SQL("FORMAT csv, FREEZE" if freeze else "FORMAT csv")
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(target, _columns(columns), options)
-    try:
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy, scratch.open("rb") as f:
+    with conn.cursor() as cur:
+        with cur.copy(copy_sql) as copy, path.open("rb") as f:
             while chunk := f.read(COPY_CHUNK):
                 copy.write(chunk)
-        return int(rows)
-    finally:
-        scratch.unlink(missing_ok=True)
+        return cur.rowcount
 
 
 def snapshot_rows(counts: dict[str, int]) -> int:
@@ -322,15 +319,66 @@ class StagedMonth:
     rows: dict[str, int] = field(default_factory=dict)
 
 
+def staging_order(schema: Schema, merged: dict[str, MergedTable]) -> list[str]:
+    """The order staging loads the tables in: the root first (the live upsert writes it before the tables
+    that reference it), then the biggest."""
+    root = schema.root.name
+    return sorted(schema.table_names, key=lambda t: (t != root, -merged[t].snapshot_file.stat().st_size))
+
+
+class SnapshotCsv:
+    """Each table's snapshot for the month as the CSV that COPY reads: written by DuckDB once, however many
+    connections load it (its staging partition; an empty live table, in the first month, as well), and
+    removed when the last of them is done. Readers beyond staging are announced with :meth:`share`
+    before any load starts."""
+
+    def __init__(
+        self, duck: duckdb.DuckDBPyConnection, schema: Schema, merged: dict[str, MergedTable], scratch_dir: Path
+    ) -> None:
+        self.schema, self.merged = schema, merged
+        self._duck, self._scratch = duck, scratch_dir
+        self._readers = dict.fromkeys(schema.table_names, 1)  # staging reads every table
+        self._exporting = {name: threading.Lock() for name in schema.table_names}
+        self._files: dict[str, tuple[Path, int]] = {}
+        self._lock = threading.Lock()
+
+    def share(self, name: str) -> None:
+        with self._lock:
+            self._readers[name] += 1
+
+    @contextmanager
+    def read(self, name: str) -> Iterator[tuple[Path, int]]:
+        """(path, rows) of the table's CSV, exported now unless another reader has already."""
+        with self._exporting[name]:
+            if name not in self._files:
+                path = self._scratch / f"{name}.csv"
+                with contextlib.closing(self._duck.cursor()) as cursor:
+                    rows = export_csv(cursor, self.merged[name].select(self.schema.table(name)), path)
+                self._files[name] = (path, rows)
+            exported = self._files[name]
+        try:
+            yield exported
+        finally:
+            with self._lock:
+                self._readers[name] -= 1
+                if self._readers[name] <= 0:
+                    self._files.pop(name, None)
+                    exported[0].unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Remove what is left (the readers of a failed publish stop early)."""
+        with self._lock:
+            for path, _ in self._files.values():
+                path.unlink(missing_ok=True)
+            self._files.clear()
+
+
 def load_staging(
     dsn: str,
-    duck: duckdb.DuckDBPyConnection,
-    schema: Schema,
+    snapshots: SnapshotCsv,
     pg_schema: str,
     as_of: date,
-    merged: dict[str, MergedTable],
     volume: list[dict],
-    scratch_dir: Path,
     connections: int = STAGING_CONNECTIONS,
     on_loaded: Callable[[str], None] | None = None,
 ) -> StagedMonth:
@@ -345,12 +393,9 @@ def load_staging(
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(_ident(stage)))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(_ident(stage)))
         _load_volume(conn, stage, volume)
-    # the root first (the live upsert writes it before the tables that reference it), then the biggest
-    root = schema.root.name
-    order = sorted(schema.tables, key=lambda t: (t.name != root, -merged[t.name].snapshot_file.stat().st_size))
     loads = {
-        t.name: functools.partial(_load_table, dsn, duck, t, stage, as_of, merged[t.name], scratch_dir, on_loaded)
-        for t in order
+        name: functools.partial(_load_table, dsn, snapshots, snapshots.schema.table(name), stage, as_of, on_loaded)
+        for name in staging_order(snapshots.schema, snapshots.merged)
     }
     staged.rows = run_all(loads, connections, name="staging")
     return staged
@@ -358,12 +403,10 @@ def load_staging(
 
 def _load_table(
     dsn: str,
-    duck: duckdb.DuckDBPyConnection,
+    snapshots: SnapshotCsv,
     table: Table,
     stage: str,
     as_of: date,
-    merged: MergedTable,
-    scratch_dir: Path,
     on_loaded: Callable[[str], None] | None = None,
 ) -> int:
     """One table into staging, on its own connection; returns the snapshot's rows.
@@ -374,18 +417,10 @@ def _load_table(
     - ``<table>``: a view of the declared columns over it, which the checks read."""
     started = time.perf_counter()
     partition = _ident(stage, ddl.partition_name(table, as_of))
-    with contextlib.closing(duck.cursor()) as cursor, connect(dsn, autocommit=True) as conn:
-        with conn.transaction():
+    with connect(dsn, autocommit=True) as conn:
+        with conn.transaction(), snapshots.read(table.name) as (path, _):
             conn.execute(ddl.staged_partition(table, stage, as_of))  # type: ignore[arg-type]
-            rows = copy_parquet(
-                conn,
-                cursor,
-                merged.select(table),
-                partition,
-                table.column_names,
-                scratch_dir / f"{table.name}.csv",
-                freeze=True,
-            )
+            rows = copy_csv(conn, path, partition, table.column_names, freeze=True)
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(partition, _ident(table.key), _ident(ddl.AS_OF))
         )
@@ -478,6 +513,7 @@ class Publication:
     """The open publish transaction, as its caller sees it."""
 
     live_writes: int  # rows the live upsert (running meanwhile) writes; 0 when live is left as it is
+    snapshots: SnapshotCsv  # the month's rows as COPY reads them, for the staging load
     staged: Callable[[str], None]  # staged(table): its staging partition is committed, the upsert may read it
     finish: Callable[[dict], SyncResult]  # finish(run_row): wait for live, attach the snapshots, run row
 
@@ -507,7 +543,12 @@ def publishing(
     stage = staging_schema(pg_schema, as_of)
     if not conn.autocommit:
         raise ValueError("publishing() needs an autocommit connection: its transaction must be the outermost")
-    with conn.transaction(), ThreadPoolExecutor(1, thread_name_prefix="live-upsert") as pool:
+    snapshots = SnapshotCsv(duck, schema, merged, scratch_dir)
+    with (
+        contextlib.closing(snapshots),
+        conn.transaction(),
+        ThreadPoolExecutor(1, thread_name_prefix="live-upsert") as pool,
+    ):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [advisory_key(pg_schema)])
         failpoint("in_sync")
         runs = _ident(pg_schema, RUNS_TABLE)
@@ -515,15 +556,15 @@ def publishing(
             sql.SQL("SELECT max(as_of) FROM {} WHERE status = %s").format(runs), [PUBLISHED]
         ).fetchone()[0]
         result = SyncResult(live_updated=live_as_of is None or as_of >= live_as_of)
-        sync = _LiveSync(conn, duck, schema, pg_schema, stage, merged, scratch_dir)
+        sync = _LiveSync(conn, duck, schema, pg_schema, stage, merged, scratch_dir, snapshots)
         live: Future | None = None
         live_writes = 0
         if result.live_updated:
             # live holding the previous month (none: the first month) takes the merge's changes; holding
             # any other month (this one, before a correction), the whole month
-            incremental = live_as_of == previous_as_of
-            live_writes = sum(sync.writes(incremental).values())
-            live = pool.submit(_timed, sync.run, incremental)
+            plan = sync.prepare(incremental=live_as_of == previous_as_of)
+            live_writes = sum(plan.writes.values())
+            live = pool.submit(_timed, sync.run, plan)
         else:
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
 
@@ -552,7 +593,7 @@ def publishing(
             return result
 
         try:
-            yield Publication(live_writes, sync.staged, finish)
+            yield Publication(live_writes, snapshots, sync.staged, finish)
         except BaseException:
             if live is not None and not live.done():
                 sync.stop.set()  # no next statement
@@ -587,6 +628,18 @@ class _Stopped(Exception):
     """The publish is being rolled back: the live upsert stops before its next statement."""
 
 
+@dataclass(frozen=True)
+class _LivePlan:
+    """What the live upsert of a month will do, decided before it starts."""
+
+    incremental: bool  # live holds the previous month: only the merge's changes are written
+    writes: dict[str, int]  # table -> rows to write, for the tables that get any
+    bulk: list[str]  # tables with so many new keys that their foreign keys are dropped and rebuilt
+    empty: list[str]  # tables with no rows yet: filled without their key, which is built afterwards
+    whole: set[str]  # tables that take every row of the month
+    copied: set[str]  # empty tables that take every row: COPYed from the month's CSV, like staging
+
+
 @dataclass
 class _LiveSync:
     """The live tables' part of the publish transaction, on its connection, in a thread of its own.
@@ -595,9 +648,11 @@ class _LiveSync:
     upserted and the keys a full dump removed are deleted. Otherwise (live holds some other month)
     every row of the month is upserted (unchanged ones skipped) and live keys absent from the month are
     deleted. Where the rows come from:
-    - every row of the month (the first month, a table whose every row changed, live holding another
-      month): the table's staging partition, as soon as its load has committed, so the month is not
-      sent to PostgreSQL twice; an empty table gets a plain INSERT and its key built afterwards;
+    - every row of the month into an empty table (the first month): COPY of the same CSV the staging
+      load reads (DuckDB writes it once), right away; the key is built afterwards;
+    - every row of the month into a table that has rows (a table whose every row changed, live holding
+      another month): the table's staging partition, as soon as its load has committed, so the month is
+      not sent to PostgreSQL twice;
     - some rows: COPYed from the merge's Parquet into a temporary table, right away.
     The root (users) is written first: the others reference it."""
 
@@ -608,6 +663,7 @@ class _LiveSync:
     stage: str
     merged: dict[str, MergedTable]
     scratch_dir: Path
+    snapshots: SnapshotCsv
     stop: threading.Event = field(default_factory=threading.Event)
     _loaded: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # names, as staging commits them
     _ready: set[str] = field(default_factory=set)  # staged, as the upsert's thread has seen
@@ -616,56 +672,64 @@ class _LiveSync:
         """Table ``name``'s staging partition is committed: the upsert may read it (any thread)."""
         self._loaded.put(name)
 
-    def writes(self, incremental: bool) -> dict[str, int]:
-        """table -> rows to write, for the tables that get any."""
-        return {
+    def prepare(self, incremental: bool) -> _LivePlan:
+        """Decide what the upsert does (on the publish connection, before :meth:`run` takes it over) and
+        announce the month's CSVs it will read, so they are kept for it."""
+        writes = {
             name: m.written if incremental else m.rows
             for name, m in self.merged.items()
             if not incremental or m.written
         }
-
-    def run(self, incremental: bool) -> dict[str, dict[str, int]]:
-        self._execute(sql.SQL("SET LOCAL temp_buffers = {}").format(sql.Literal(TEMP_BUFFERS)))
-        writes = self.writes(incremental)
         # live holding another month: any of its keys may be new
         new_keys = {name: self.merged[name].counts["inserted"] if incremental else n for name, n in writes.items()}
         bulk = [name for name in self.schema.table_names if new_keys.get(name, 0) > BULK_WRITE_ROWS]
         empty = [name for name in bulk if _is_empty(self.conn, self._live(name))]
         whole = {name for name in writes if not incremental or self.merged[name].written == self.merged[name].rows}
+        copied = whole.intersection(empty)
+        for name in copied:
+            self.snapshots.share(name)
+        return _LivePlan(incremental, writes, bulk, empty, whole, copied)
+
+    def run(self, plan: _LivePlan) -> dict[str, dict[str, int]]:
+        self._execute(sql.SQL("SET LOCAL temp_buffers = {}").format(sql.Literal(TEMP_BUFFERS)))
         log.info(
             "live tables: %d rows to write%s",
-            sum(writes.values()),
-            f" (keys of {', '.join(bulk)} dropped and rebuilt)" if bulk else "",
+            sum(plan.writes.values()),
+            f" (keys of {', '.join(plan.bulk)} dropped and rebuilt)" if plan.bulk else "",
         )
-        # An empty table is filled by a plain INSERT and gets its key in one sorted build afterwards; a
-        # big write goes without its foreign keys. References first (they depend on the keys they point at).
-        dropped = _drop_constraints(self.conn, self.schema, self.pg_schema, "f", on=bulk, referencing=empty)
-        dropped += _drop_constraints(self.conn, self.schema, self.pg_schema, "p", on=empty)
+        # An empty table is filled without its key, built in one sorted pass afterwards; a big write goes
+        # without its foreign keys. References first (they depend on the keys they point at).
+        dropped = _drop_constraints(self.conn, self.schema, self.pg_schema, "f", on=plan.bulk, referencing=plan.empty)
+        dropped += _drop_constraints(self.conn, self.schema, self.pg_schema, "p", on=plan.empty)
         counts = {name: {"written": 0, "deleted": 0} for name in self.schema.table_names}
-        for name in self._write_order(writes, whole):
+        for name in self._write_order(plan):
             table, live = self.schema.table(name), self._live(name)
-            if name in whole:
-                self._next_staged({name})  # at once, but for the root: the first to be written
-                source = _ident(self.stage, name)
+            if name in plan.copied:
+                with self.snapshots.read(name) as (path, _):
+                    counts[name]["written"] = copy_csv(self._checked(), path, live, table.column_names)
             else:
-                select = self.merged[name].select(table, changed_only=True)
-                source = self._temp_table(table, ROWS_SUFFIX, table.column_names, select, analyze=False)
-            rows = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
-            if name in empty:
-                statement = sql.SQL("INSERT INTO {} ({}) {}").format(live, _columns(table.column_names), rows)
-            else:
-                statement = upsert_sql(live, table.column_names, [table.key], rows)
-            counts[name]["written"] = self._execute(statement).rowcount
+                if name in plan.whole:
+                    self._next_staged({name})  # at once, but for the root: the first to be written
+                    source = _ident(self.stage, name)
+                else:
+                    select = self.merged[name].select(table, changed_only=True)
+                    source = self._temp_table(table, ROWS_SUFFIX, table.column_names, select, analyze=False)
+                rows = sql.SQL("SELECT {} FROM {}").format(_columns(table.column_names), source)
+                if name in plan.empty:
+                    statement = sql.SQL("INSERT INTO {} ({}) {}").format(live, _columns(table.column_names), rows)
+                else:
+                    statement = upsert_sql(live, table.column_names, [table.key], rows)
+                counts[name]["written"] = self._execute(statement).rowcount
             # its key and references back now, while staging still loads the next tables (the root is
             # written first, so what a reference points at is keyed already)
             dropped = self._restore(dropped, {name})
         for table in reversed(self.schema.tables):  # delete children before the users they reference
             key, live = _ident(table.key), self._live(table.name)
-            if not incremental and table.name not in empty:
+            if not plan.incremental and table.name not in plan.empty:
                 gone = sql.SQL("SELECT {} FROM {} EXCEPT SELECT {} FROM {}").format(
                     key, live, key, _ident(self.stage, table.name)
                 )
-            elif incremental and self.merged[table.name].counts["deleted"]:
+            elif plan.incremental and self.merged[table.name].counts["deleted"]:
                 select = self.merged[table.name].select_deleted(table)
                 deleted = self._temp_table(table, DELETED_SUFFIX, [table.key], select, analyze=True)
                 gone = sql.SQL("SELECT {} FROM {}").format(key, deleted)
@@ -688,14 +752,17 @@ class _LiveSync:
                 )
         return [d for d in dropped if d[0] not in tables]
 
-    def _write_order(self, writes: dict[str, int], whole: set[str]) -> Iterator[str]:
+    def _write_order(self, plan: _LivePlan) -> Iterator[str]:
         """The root first (the others reference it), then the tables whose rows come from the merge's
-        files, then those read from staging as their partitions commit."""
+        files, then those COPYed from the month's CSV (smallest first: staging starts with the biggest,
+        so each exports different tables first and reads the other's), then those read from staging as
+        their partitions commit."""
         root = self.schema.root.name
-        if root in writes:
+        if root in plan.writes:
             yield root
-        yield from (name for name in self.schema.table_names if name in writes and name not in whole | {root})
-        waiting = whole - {root}
+        yield from (name for name in self.schema.table_names if name in plan.writes and name not in plan.whole | {root})
+        yield from (name for name in reversed(staging_order(self.schema, self.merged)) if name in plan.copied - {root})
+        waiting = plan.whole - plan.copied - {root}
         while (name := self._next_staged(waiting)) is not None:
             yield name
 
@@ -717,10 +784,14 @@ class _LiveSync:
     def _live(self, name: str) -> sql.Identifier:
         return _ident(self.pg_schema, name)
 
-    def _execute(self, statement: sql.Composable) -> psycopg.Cursor:
+    def _checked(self) -> psycopg.Connection:
+        """The connection, unless the publish is being rolled back."""
         if self.stop.is_set():
             raise _Stopped
-        return self.conn.execute(statement)
+        return self.conn
+
+    def _execute(self, statement: sql.Composable) -> psycopg.Cursor:
+        return self._checked().execute(statement)
 
     def _temp_table(
         self, table: Table, suffix: str, columns: list[str], select: str, analyze: bool
@@ -729,9 +800,13 @@ class _LiveSync:
         DuckDB query; ``analyze`` when a join will read it (autovacuum never sees temporary tables)."""
         name = table.name + suffix
         self._execute(sql.SQL(ddl.temp_table(table, name, columns)))  # type: ignore[arg-type]
-        with contextlib.closing(self.duck.cursor()) as cursor:
-            scratch = self.scratch_dir / f"live-{name}.csv"
-            copy_parquet(self.conn, cursor, select, _ident(name), columns, scratch)
+        scratch = self.scratch_dir / f"live-{name}.csv"
+        try:
+            with contextlib.closing(self.duck.cursor()) as cursor:
+                export_csv(cursor, select, scratch)
+            copy_csv(self.conn, scratch, _ident(name), columns)
+        finally:
+            scratch.unlink(missing_ok=True)
         if analyze:
             self._execute(sql.SQL("ANALYZE {}").format(_ident(name)))
         return _ident(name)
