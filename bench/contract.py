@@ -19,6 +19,12 @@ class Column:
     pg_type: str  # as declared, e.g. NUMERIC or NUMERIC(12, 2)
     primary_key: bool
     references: str | None
+    collation: str | None = None  # COLLATE "…" as declared (the keys: "C")
+
+    @property
+    def ddl_type(self) -> str:
+        """The type in a column definition, with its declared collation."""
+        return self.pg_type + (f' COLLATE "{self.collation}"' if self.collation else "")
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ def from_pipeline() -> list[dict]:
 
     return [
         {"name": t.name, "columns": [
-            {"name": c.name, "pg_type": c.pg_ddl_type, "primary_key": c.primary_key, "references": c.references}
+            {"name": c.name, "pg_type": c.pg_ddl_type, "primary_key": c.primary_key, "references": c.references,
+             "collation": c.collation}
             for c in t.columns
         ]}
         for t in load_schema().tables

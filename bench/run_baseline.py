@@ -32,11 +32,11 @@ def setup_sql(tables: list[Table], pg_schema: str) -> list[str]:
         cols = []
         for c in table.columns:
             ref = f" REFERENCES {s}.{_q(c.references)} ({_q(c.name)})" if c.references else ""
-            cols.append(f"{_q(c.name)} {c.pg_type}{ref}")
+            cols.append(f"{_q(c.name)} {c.ddl_type}{ref}")
         statements.append(
             f"CREATE TABLE IF NOT EXISTS {s}.{_q(table.name)} ({', '.join(cols)}, PRIMARY KEY ({_q(table.key)}))"
         )
-        snap_cols = [f"{_q(c.name)} {c.pg_type}" for c in table.columns]
+        snap_cols = [f"{_q(c.name)} {c.ddl_type}" for c in table.columns]
         statements.append(
             f"CREATE TABLE IF NOT EXISTS {s}.{_q(table.name + '_snapshots')} ({', '.join(snap_cols)}, "
             f"as_of DATE NOT NULL, PRIMARY KEY ({_q(table.key)}, as_of))"

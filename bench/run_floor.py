@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             columns = [table.column(h) for h in header]
             conn.execute(f"DROP TABLE IF EXISTS {s}.{_q(table.name)}")
             conn.execute(
-                f"CREATE TABLE {s}.{_q(table.name)} ({', '.join(f'{_q(c.name)} {c.pg_type}' for c in columns)})"
+                f"CREATE TABLE {s}.{_q(table.name)} ({', '.join(f'{_q(c.name)} {c.ddl_type}' for c in columns)})"
             )
             names = ", ".join(_q(c.name) for c in columns)
             with conn.cursor() as cur, cur.copy(
