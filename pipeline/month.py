@@ -7,9 +7,10 @@ so a stale intermediate is never mistaken for a fresh one, and a rerun picks up 
 
 Publication order, chosen so a crash anywhere leaves a state a rerun completes:
 ONE PostgreSQL transaction opened, the live upsert running in it while, on other connections, staging
-is loaded (the month's partitions, keyed) and the Soda checks run on it → checks pass (else rollback,
-the upsert stopped) → snapshots attached, pipeline_runs row → commit → lake partitions renamed into
-place → staging dropped → manifest written (the month is now published) → work folder removed.
+is loaded (the month's partitions, keyed) and the Soda checks run on each table as it is staged →
+checks pass (else rollback, the upsert stopped) → snapshots attached, pipeline_runs row → commit →
+lake partitions renamed into place → staging dropped → manifest written (the month is now published)
+→ work folder removed.
 """
 
 from __future__ import annotations
@@ -287,33 +288,37 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 pgsql.staging_schema(pg_schema, plan.as_of),
             )
             server_version = pgsql.server_version(conn)
-            with pgsql.publishing(
-                conn, con, schema, pg_schema, plan.as_of, plan.previous, merged, scratch
-            ) as publication:
+            root = schema.root.name
+            variables = {
+                "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
+                "VOLUME_RATIO": repr(settings.volume_change_ratio),
+            }
+            stage = pgsql.staging_schema(pg_schema, plan.as_of)
+            with (
+                pgsql.publishing(conn, con, schema, pg_schema, plan.as_of, plan.previous, merged, scratch) as pub,
+                quality.Gate(dsn, schema, stage, plan.as_of, variables) as gate,
+            ):
                 t0 = time.perf_counter()
-                staged = pgsql.load_staging(
+
+                def loaded(table: str) -> None:
+                    pub.staged(table)  # the live upsert may read it
+                    gate.loaded(table)  # its checks may run
+
+                pgsql.load_staging(
                     dsn,
-                    publication.snapshots,
+                    pub.snapshots,
                     pg_schema,
                     plan.as_of,
                     _volume_rows(schema, stages, merges, previous_manifest),
-                    connections=duck.parallel_jobs(settings, pgsql.staging_connections(publication.live_writes)),
-                    on_loaded=publication.staged,
+                    connections=duck.parallel_jobs(settings, pgsql.staging_connections(pub.live_writes)),
+                    on_loaded=loaded,
                 )
                 timings["load_staging"] = round(time.perf_counter() - t0, 3)
                 failpoint("staging_loaded")
-                root = schema.root.name
-                report = quality.run_checks(
-                    dsn,
-                    schema,
-                    staged.schema_name,
-                    plan.as_of,
-                    {
-                        "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
-                        "VOLUME_RATIO": repr(settings.volume_change_ratio),
-                    },
-                )
+                t0 = time.perf_counter()
+                report = gate.report()
                 timings["checks"] = report.seconds
+                timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
                 record = manifest.build(
                     plan=plan,
                     run_id=run_id,
@@ -335,7 +340,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     quality.raise_if_failed(report, plan.as_of)
                 failpoint("checked")
                 t0 = time.perf_counter()
-                sync = publication.finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
+                sync = pub.finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
             # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
             timings["sync"] = round(time.perf_counter() - t0, 3)
             timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})

@@ -4,15 +4,25 @@ Rules live in ``checks/`` (one SodaCL file per table, one for rules across table
 table shares (not empty, columns and types as declared, references) are
 generated here from sql/schema.sql, so no check file repeats the schema. A unique, present key is the
 staged partition's primary key, a constraint rather than a check (see :func:`generated_checks`).
+
+A table's rules run as soon as its partition (and the root's, which its references point at) is
+committed, one Soda scan per table, while staging loads the next tables; a file whose rules are not
+all for one table (``across_tables.yml``: the drop volumes) runs last, once every table is staged.
+The verdict is the same as one scan of everything: the month passes only if every rule passed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
+from types import TracebackType
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -58,7 +68,7 @@ def _value_text(check: CheckResult) -> str:
 @dataclass
 class GateReport:
     checks: list[CheckResult]
-    seconds: float
+    seconds: float  # spent in Soda scans, summed
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -84,24 +94,43 @@ def generated_checks(schema: Schema) -> str:
     or with a repeated one (with its line), and the staged partition gets its primary key (key, as_of)
     before the checks run, so PostgreSQL itself refuses a month with a missing or repeated key. A
     ``duplicate_count`` would only scan every table a second time for what cannot be there."""
-    blocks = []
-    for table in schema.tables:
-        types = "\n".join(f"            {c.name}: {_SODA_TYPES[c.pg_type]}" for c in table.columns)
-        required = ", ".join(table.column_names)
-        lines = [
-            f"checks for {table.name}:",
-            "  - row_count > 0:",
-            f"      name: {table.name} is not empty",
-            "  - schema:",
-            f"      name: {table.name} has the columns and types of sql/schema.sql",
-            "      fail:",
-            f"        when required column missing: [{required}]",
-            "        when wrong column type:",
-            types,
-        ]
-        lines += _reference_checks(table)
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+    return "\n".join(generated_table_checks(table) for table in schema.tables)
+
+
+def generated_table_checks(table: Table) -> str:
+    """The generated rules of one table (see :func:`generated_checks`)."""
+    types = "\n".join(f"            {c.name}: {_SODA_TYPES[c.pg_type]}" for c in table.columns)
+    required = ", ".join(table.column_names)
+    lines = [
+        f"checks for {table.name}:",
+        "  - row_count > 0:",
+        f"      name: {table.name} is not empty",
+        "  - schema:",
+        f"      name: {table.name} has the columns and types of sql/schema.sql",
+        "      fail:",
+        f"        when required column missing: [{required}]",
+        "        when wrong column type:",
+        types,
+    ]
+    lines += _reference_checks(table)
+    return "\n".join(lines) + "\n"
+
+
+def check_files(schema: Schema, checks_dir: Path = CHECKS_DIR) -> dict[str | None, list[Path]]:
+    """The SodaCL files of ``checks_dir`` by the table they are for: a file whose every ``checks for X``
+    names the same table X of the schema is X's; any other (rules across tables, or for the drop
+    volumes) is None's, run once every table is staged."""
+    import yaml
+
+    files: dict[str | None, list[Path]] = {}
+    for path in sorted(checks_dir.glob("*.yml")):
+        if path.name == SODA_CONFIG.name:
+            continue
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        targets = {str(k).removeprefix("checks for").strip() for k in content} if isinstance(content, dict) else set()
+        owner = targets.pop() if len(targets) == 1 and targets <= set(schema.table_names) else None
+        files.setdefault(owner, []).append(path)
+    return files
 
 
 def _reference_checks(table: Table) -> list[str]:
@@ -150,34 +179,19 @@ def _close_connections(scan: object) -> None:
             data_source.connection = None
 
 
-def run_checks(
-    dsn: str,
-    schema: Schema,
-    staging_schema: str,
-    as_of: date,
-    variables: dict[str, str],
-    checks_dir: Path = CHECKS_DIR,
-) -> GateReport:
-    """Run every check against the staged month. Returns the report; does not raise on failures."""
-    import os
-
-    started = time.perf_counter()
-    _disable_soda_telemetry()
-    logging.getLogger("soda").setLevel(logging.WARNING)
+def _scan(
+    dsn: str, staging_schema: str, as_of: date, variables: dict[str, str], sodacl: list[tuple[str, str]]
+) -> list[CheckResult]:
+    """One Soda scan of the staged month: ``sodacl`` is (text, name it is reported under) pairs."""
     from soda.scan import Scan
 
-    password = conninfo_to_dict(dsn).get("password")
-    if password:  # Soda resolves ${VAR} in the configuration from the environment: the password stays out of text
-        os.environ["STREAMFLOW_PG_PASSWORD"] = str(password)
     scan = Scan()
     scan.set_scan_definition_name(f"streamflow-{as_of.isoformat()}")
     scan.set_data_source_name(DATA_SOURCE)
     scan.add_configuration_yaml_str(_data_source_yaml(dsn, staging_schema))
     scan.add_variables({"AS_OF": as_of.isoformat(), **variables})
-    scan.add_sodacl_yaml_str(generated_checks(schema), file_name="generated from sql/schema.sql")
-    for path in sorted(checks_dir.glob("*.yml")):
-        if path.name != SODA_CONFIG.name:
-            scan.add_sodacl_yaml_file(str(path))
+    for text, file_name in sodacl:
+        scan.add_sodacl_yaml_str(text, file_name=file_name)
     try:
         scan.execute()
     finally:
@@ -199,17 +213,103 @@ def run_checks(
                 name=f"Soda could not run every check: {errors}", table=None, column=None, outcome="error", value=None
             )
         )
-    report = GateReport(results, round(time.perf_counter() - started, 3))
-    for check in report.warned:
-        log.warning("check warned: %s", check.describe())
-    log.info(
-        "quality gate: %d checks, %d failed, %d warned, %.2fs",
-        len(results),
-        len(report.failed),
-        len(report.warned),
-        report.seconds,
-    )
-    return report
+    return results
+
+
+class Gate:
+    """The checks of one staged month, run as its tables arrive: call :meth:`loaded` as each table's
+    partition commits (any thread), then :meth:`report` once staging is done. Use it as a context
+    manager: leaving the block waits for the scan in progress (its connection holds locks on staging)
+    and skips the rest."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: Schema,
+        staging_schema: str,
+        as_of: date,
+        variables: dict[str, str],
+        checks_dir: Path = CHECKS_DIR,
+    ) -> None:
+        _disable_soda_telemetry()
+        logging.getLogger("soda").setLevel(logging.WARNING)
+        password = conninfo_to_dict(dsn).get("password")
+        if password:  # Soda resolves ${VAR} in the configuration from the environment: the password stays out of text
+            os.environ["STREAMFLOW_PG_PASSWORD"] = str(password)
+        self._scan = functools.partial(_scan, dsn, staging_schema, as_of, variables)
+        self._schema = schema
+        self._files = check_files(schema, checks_dir)
+        self._started = time.perf_counter()
+        self._scanned = 0.0  # seconds spent in scans, summed
+        self._lock = threading.Lock()
+        self._results: list[CheckResult] = []
+        self._arrived: list[str] = []
+        self._tables: queue.SimpleQueue = queue.SimpleQueue()  # tables ready to scan; None: no more
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._scan_tables, name="quality-gate", daemon=True)
+        self._worker.start()
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is not None:
+            self._stop.set()
+        self._tables.put(None)
+        self._worker.join()
+
+    def loaded(self, name: str) -> None:
+        """Table ``name``'s staging partition is committed. Its rules run once the root's is too."""
+        root = self._schema.root.name
+        ready = []
+        with self._lock:
+            self._arrived.append(name)
+            if name == root:
+                ready = list(self._arrived)
+            elif root in self._arrived:
+                ready = [name]
+        for table in ready:
+            self._tables.put(table)
+
+    def report(self) -> GateReport:
+        """Wait for the tables' scans, run the rules across tables, and return every result."""
+        self._tables.put(None)
+        self._worker.join()
+        sodacl = [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(None, [])]
+        if sodacl:
+            self._timed(sodacl)
+        report = GateReport(self._results, round(self._scanned, 3))
+        for check in report.warned:
+            log.warning("check warned: %s", check.describe())
+        log.info(
+            "quality gate: %d checks, %d failed, %d warned, %.2fs of scans in %.2fs, most of them while staging loaded",
+            len(report.checks),
+            len(report.failed),
+            len(report.warned),
+            report.seconds,
+            time.perf_counter() - self._started,
+        )
+        return report
+
+    def _scan_tables(self) -> None:
+        while (name := self._tables.get()) is not None:
+            if self._stop.is_set():
+                continue
+            table = self._schema.table(name)
+            sodacl = [(generated_table_checks(table), "generated from sql/schema.sql")]
+            sodacl += [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(name, [])]
+            self._timed(sodacl)
+
+    def _timed(self, sodacl: list[tuple[str, str]]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self._scan(sodacl)
+        except Exception as error:  # noqa: BLE001 - a scan that cannot run fails the gate, with its reason
+            results = [CheckResult(f"Soda could not run: {error}", None, None, outcome="error", value=None)]
+        self._scanned += time.perf_counter() - started
+        self._results.extend(results)
 
 
 def raise_if_failed(report: GateReport, as_of: date) -> None:

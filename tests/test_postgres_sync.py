@@ -458,3 +458,45 @@ def test_tables_made_before_the_keys_collated_as_bytes_get_the_declared_collatio
     assert {collation for _, collation in collations} == {"C"}
     for table in SCHEMA.table_names:
         assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, FEB), table
+
+
+def test_check_files_run_with_the_table_they_are_for_and_the_rest_last(tmp_path: Path):
+    from pipeline import quality
+
+    files = quality.check_files(SCHEMA)
+    assert {t: [p.name for p in ps] for t, ps in files.items()} == {
+        **{t: [f"{t}.yml"] for t in SCHEMA.table_names},
+        None: ["across_tables.yml"],
+    }
+    (tmp_path / "mixed.yml").write_text("checks for users:\n  - row_count > 0\nchecks for labels:\n  - row_count > 0\n")
+    (tmp_path / "renamed.yml").write_text("checks for labels:\n  - row_count > 0\n")
+    (tmp_path / "soda_config.yml").write_text("send_anonymous_usage_stats: false\n")
+    files = quality.check_files(SCHEMA, tmp_path)
+    assert {t: [p.name for p in ps] for t, ps in files.items()} == {"labels": ["renamed.yml"], None: ["mixed.yml"]}
+
+
+def test_a_tables_checks_run_while_later_tables_still_load(settings, pg, pg_schema, monkeypatch):
+    """The last table's staging load waits until some table's checks have started: if the checks only ran
+    after staging, it would wait in vain and the month would fail."""
+    from pipeline import pgsql, quality
+
+    scanning = threading.Event()
+    original_scan, original_load = quality._scan, pgsql._load_table
+    loads: list[str] = []
+
+    def scan(*args, **kwargs):
+        scanning.set()
+        return original_scan(*args, **kwargs)
+
+    def load(dsn, snapshots, table, *args, **kwargs):
+        loads.append(table.name)
+        if len(loads) == len(SCHEMA.table_names) and not scanning.wait(60):
+            raise AssertionError("no table was checked before the last one was staged")
+        return original_load(dsn, snapshots, table, *args, **kwargs)
+
+    monkeypatch.setattr(quality, "_scan", scan)
+    monkeypatch.setattr(pgsql, "_load_table", load)
+    record = run_month(settings, JAN)
+    assert record["checks"]["failed"] == 0 and record["checks"]["passed"] > 0
+    for table in SCHEMA.table_names:
+        assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, JAN), table
