@@ -275,7 +275,9 @@ def _sql_category(who: str, text: str) -> str:
     if who == "pipeline-copy":
         if "__STAGING_" in upper:
             return "staging: COPY into PostgreSQL"
-        return "publish: live COPY into the temp tables an upsert reads (tables with some rows changed)"
+        if "__ROWS" in upper or "__DELETED" in upper:
+            return "publish: live COPY into the temp tables an upsert reads (tables with some rows changed)"
+        return "publish: live COPY into an empty live table (the first month)"
     verb = " ".join(upper.split()[:2])
     if verb.startswith("INSERT INTO"):
         if "_SNAPSHOTS" in upper:
@@ -287,7 +289,7 @@ def _sql_category(who: str, text: str) -> str:
         if "ATTACH PARTITION" in upper:
             return "publish: ATTACH PARTITION"
         if "ADD PRIMARY KEY" in upper and "_SNAPSHOTS" in upper:
-            return "publish: snapshot primary key build"
+            return "staging: snapshot partition primary key build"
         if "ADD" in upper and ("PRIMARY KEY" in upper or "FOREIGN KEY" in upper):
             return "publish: live key / reference rebuild (validated)"
         return "publish: other DDL"
