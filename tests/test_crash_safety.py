@@ -4,6 +4,7 @@ rerun, the lake and PostgreSQL equal a clean run's, and nothing is left behind."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -155,6 +156,9 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
             assert conn.execute("SELECT status FROM restarted.pipeline_runs").fetchall() == [("published",)]
     finally:
         server.cleanup()
+        # pgserver stops the postmaster it started; the restart made a new one, which would outlive the tests
+        with contextlib.suppress(Exception):
+            pg_ctl(["-w", "stop", "-m", "fast"], pgdata=tmp_path / "pgdata", user=server.system_user)
 
 
 def test_the_same_month_twice_at_once_publishes_once(run_luigi, pipeline_env, lake_root, pg, pg_schema):
