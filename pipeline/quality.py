@@ -3,7 +3,7 @@
 Rules live in ``checks/`` (one SodaCL file per table, one for rules across tables). The rules every
 table shares (not empty, columns and types as declared, references) are
 generated here from sql/schema.sql, so no check file repeats the schema. A unique, present key is the
-staged partition's primary key, a constraint rather than a check (see :func:`generated_checks`).
+staged partition's primary key, a constraint rather than a check (see :func:`generated_table_checks`).
 
 A table's rules run as soon as its partition (and the root's, which its references point at) is
 committed, one Soda scan per table, while staging loads the next tables; a file whose rules are not
@@ -87,18 +87,13 @@ class GateReport:
         }
 
 
-def generated_checks(schema: Schema) -> str:
-    """SodaCL for the rules every table shares, derived from sql/schema.sql.
+def generated_table_checks(table: Table) -> str:
+    """SodaCL for the rules every table shares, derived from sql/schema.sql, for one table.
 
     A present and unique key is not a Soda check: it is a constraint. Staging rejects a row without a key
     or with a repeated one (with its line), and the staged partition gets its primary key (key, as_of)
     before the checks run, so PostgreSQL itself refuses a month with a missing or repeated key. A
     ``duplicate_count`` would only scan every table a second time for what cannot be there."""
-    return "\n".join(generated_table_checks(table) for table in schema.tables)
-
-
-def generated_table_checks(table: Table) -> str:
-    """The generated rules of one table (see :func:`generated_checks`)."""
     types = "\n".join(f"            {c.name}: {_SODA_TYPES[c.pg_type]}" for c in table.columns)
     required = ", ".join(table.column_names)
     lines = [
