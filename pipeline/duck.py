@@ -76,6 +76,11 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# How the lake's Parquet files are written: the typed drops, the snapshots (a first month's snapshot is
+# its typed drop, linked) and the merge's change lists.
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd"
+
+
 def read_parquet(path: str | Path) -> str:
     """SQL that reads one Parquet file as it is (no Hive columns from an ``as_of=…`` folder in its path)."""
     return f"read_parquet({literal(str(path))}, hive_partitioning = false)"

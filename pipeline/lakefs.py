@@ -74,6 +74,15 @@ def atomic_file(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` becomes a hard link to ``source`` (no bytes written), or a copy where the file system
+    cannot link. Only for files never changed in place: the lake's Parquet files are replaced, not edited."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         f.write(text)

@@ -8,7 +8,8 @@ Every key of either side gets one change kind:
 - ``deleted``: only in the previous snapshot, and the drop is a full dump: removed.
 
 The snapshot (everything but ``deleted``, sorted by key so the file is reproducible) is written as
-zstd Parquet; the keys that PostgreSQL's live tables must touch (inserted, updated, deleted) go to a
+zstd Parquet; a first month's, with nothing to merge, is the typed drop that staging wrote in key order,
+linked rather than written again. The keys that PostgreSQL's live tables must touch (inserted, updated, deleted) go to a
 small ``changes.parquet``, so the live upsert costs what changed, not the table's size.
 """
 
@@ -22,12 +23,11 @@ from pathlib import Path
 import duckdb
 
 from pipeline import lakefs
-from pipeline.duck import literal, quote, read_parquet
+from pipeline.duck import PARQUET_OPTIONS, literal, quote, read_parquet
 from pipeline.schema import Table
 
 CHANGE_KINDS = ("inserted", "updated", "unchanged", "carried", "deleted")
 LIVE_CHANGES = ("inserted", "updated", "deleted")
-PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd"
 
 
 @dataclass
@@ -62,16 +62,18 @@ def merge_table(
     snapshot_file: Path,
     changes_file: Path,
     full_dump: bool = False,
+    drop_sorted: bool = False,
 ) -> MergeResult:
-    """Write the snapshot ``previous ⊕ drop`` to ``snapshot_file`` and the live changes to ``changes_file``."""
+    """Write the snapshot ``previous ⊕ drop`` to ``snapshot_file`` and the live changes to ``changes_file``.
+    ``drop_sorted``: the drop file is in key order already (see :func:`pipeline.stage.stage_table`)."""
     started = time.perf_counter()
     key = quote(table.key)
-    drop = read_parquet(drop_file)
     columns = ", ".join(quote(c) for c in table.column_names)
     if previous_file is None:
-        counts = _first_month(con, key, drop, columns, snapshot_file, changes_file)
+        counts = _first_month(con, key, drop_file, drop_sorted, columns, snapshot_file, changes_file)
     else:
-        counts = _upsert(con, table, drop, read_parquet(previous_file), columns, snapshot_file, changes_file, full_dump)
+        drop, previous = read_parquet(drop_file), read_parquet(previous_file)
+        counts = _upsert(con, table, drop, previous, columns, snapshot_file, changes_file, full_dump)
     result = MergeResult(table=table.name, rows=0, **{k: counts.get(k, 0) for k in CHANGE_KINDS})
     result.rows = result.inserted + result.updated + result.unchanged + result.carried
     result.previous_rows = result.updated + result.unchanged + result.carried + result.deleted
@@ -80,15 +82,28 @@ def merge_table(
 
 
 def _first_month(
-    con: duckdb.DuckDBPyConnection, key: str, drop: str, columns: str, snapshot_file: Path, changes_file: Path
+    con: duckdb.DuckDBPyConnection,
+    key: str,
+    drop_file: Path,
+    drop_sorted: bool,
+    columns: str,
+    snapshot_file: Path,
+    changes_file: Path,
 ) -> dict[str, int]:
-    """Nothing to merge with: the snapshot is the drop, sorted, and every key is new."""
+    """Nothing to merge with: the snapshot is the drop in key order, and every key is new. A drop staged
+    in key order is linked, not written again (at 1,000,000 users a table's read, sort and write is
+    1-2.5 s of DuckDB work; the sort inside staging, 0.3 s)."""
+    drop = read_parquet(drop_file)
     with lakefs.atomic_file(snapshot_file) as tmp:
-        (rows,) = con.execute(
-            f"COPY (SELECT {columns} FROM {drop} ORDER BY {key}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
-        ).fetchone()
+        if drop_sorted:
+            lakefs.link_or_copy(drop_file, tmp)
+        else:
+            sorted_drop = f"SELECT {columns} FROM {drop} ORDER BY {key}"
+            con.execute(f"COPY ({sorted_drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})")
     with lakefs.atomic_file(changes_file) as tmp:
-        con.execute(f"COPY (SELECT {key}, 'inserted' AS change FROM {drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})")
+        (rows,) = con.execute(
+            f"COPY (SELECT {key}, 'inserted' AS change FROM {drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
+        ).fetchone()
     return {"inserted": int(rows)}
 
 

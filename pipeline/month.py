@@ -118,6 +118,7 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             out / "data.parquet",
             plan.lake.rejects(table_name, plan.as_of),
             settings.max_reject_ratio,
+            sort_by_key=plan.previous is None,  # the first month's snapshot is the typed drop itself
         )
     lakefs.write_text_atomic(out / "result.json", result.to_json())
     failpoint("staged")
@@ -136,6 +137,7 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
                 f"run that month first (luigi --module pipeline Month --as-of {plan.previous})"
             )
     out = plan.merge_dir(table_name)
+    staged = StageResult.from_json((plan.stage_dir(table_name) / "result.json").read_text())
     with duck.connect(settings) as con:
         result = merge_table(
             con,
@@ -145,6 +147,7 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             out / "data.parquet",
             out / "changes.parquet",
             full_dump=plan.full_dump,
+            drop_sorted=staged.sorted_by_key,
         )
     lakefs.write_text_atomic(out / "result.json", result.to_json())
     failpoint("merged")

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline import lakefs
-from pipeline.duck import literal, quote
+from pipeline.duck import PARQUET_OPTIONS, literal, quote
 from pipeline.errors import DropError, RejectedRowsError
 from pipeline.schema import Column, Table
 
@@ -83,6 +83,7 @@ class StageResult:
     rejected: int
     missing_columns: list[str] = field(default_factory=list)  # hidden-at-start columns absent from the file
     seconds: float = 0.0
+    sorted_by_key: bool = False  # the typed rows were written in key order
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -319,8 +320,10 @@ def stage_table(
     out_file: Path,
     rejects_dir: Path,
     max_reject_ratio: float = 0.0,
+    sort_by_key: bool = False,
 ) -> StageResult:
-    """Read ``<drop_dir>/<table>.csv``, write its valid rows, typed, to ``out_file`` (Parquet, zstd).
+    """Read ``<drop_dir>/<table>.csv``, write its valid rows, typed, to ``out_file`` (Parquet, zstd), in
+    key order if ``sort_by_key`` (a first month's snapshot is then this very file).
 
     Raises :class:`DropError` for a file that cannot be read at all and :class:`RejectedRowsError`
     when the share of rejected rows exceeds ``max_reject_ratio``; the rejects are written either way.
@@ -381,9 +384,10 @@ def stage_table(
     keep = "NOT _bad"
     if duplicate_rows:  # group by the key a second time only when the first pass found repeats
         keep += f" AND {key} NOT IN (SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1)"
+    order = f" ORDER BY {key}" if sort_by_key else ""
     with lakefs.atomic_file(out_file) as tmp:
         con.execute(
-            f"COPY (SELECT {columns} FROM {raw} WHERE {keep}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
+            f"COPY (SELECT {columns} FROM {raw} WHERE {keep}{order}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
         )
     con.execute(f"DROP TABLE {raw}")
     result = StageResult(
@@ -393,6 +397,7 @@ def stage_table(
         rejected=rejected_rows,
         missing_columns=missing,
         seconds=round(time.perf_counter() - started, 3),
+        sorted_by_key=sort_by_key,
     )
     return result
 
