@@ -500,3 +500,20 @@ def test_a_tables_checks_run_while_later_tables_still_load(settings, pg, pg_sche
     assert record["checks"]["failed"] == 0 and record["checks"]["passed"] > 0
     for table in SCHEMA.table_names:
         assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, JAN), table
+
+
+def test_the_gate_scans_in_a_session_that_merges_keys_on_one_process(pg, pg_dsn: str, pg_schema: str):
+    """The reference checks are planned as a merge of two key indexes on one process (quality.GATE_SESSION):
+    the settings must reach the connection Soda itself scans on, which a plain connection does not have."""
+    from pipeline import quality
+
+    pg.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+    pg.execute(sql.SQL("CREATE TABLE {} (user_id TEXT PRIMARY KEY)").format(sql.Identifier(pg_schema, "probe")))
+    expected = ", ".join(f"('{name}', '{value}')" for name, value in quality.GATE_SESSION.items())
+    names = ", ".join(f"'{name}'" for name in quality.GATE_SESSION)
+    otherwise = f"SELECT count(*) FROM pg_settings WHERE name IN ({names}) AND (name, setting) NOT IN ({expected})"
+    assert pg.execute(otherwise).fetchone()[0] > 0  # a session that is not the gate's differs
+
+    sodacl = f"checks for probe:\n  - settings_otherwise = 0:\n      settings_otherwise query: {otherwise}\n"
+    results = quality._scan(pg_dsn, pg_schema, JAN, {}, [(sodacl, "test")])
+    assert [(r.name, r.outcome, r.value) for r in results] == [("settings_otherwise = 0", "pass", 0)]
