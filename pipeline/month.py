@@ -315,6 +315,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     _volume_rows(schema, stages, merges, previous_manifest),
                     connections=duck.parallel_jobs(settings, pgsql.staging_connections(pub.live_writes)),
                     on_loaded=loaded,
+                    first=pub.live_reads,
                 )
                 timings["load_staging"] = round(time.perf_counter() - t0, 3)
                 failpoint("staging_loaded")

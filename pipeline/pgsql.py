@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -322,11 +322,20 @@ class StagedMonth:
     rows: dict[str, int] = field(default_factory=dict)
 
 
-def staging_order(schema: Schema, merged: dict[str, MergedTable]) -> list[str]:
-    """The order staging loads the tables in: the root first (the live upsert writes it before the tables
-    that reference it), then the biggest."""
+def staging_order(schema: Schema, merged: dict[str, MergedTable], first: Collection[str] = ()) -> list[str]:
+    """The order staging loads the tables in. First those the live upsert reads from staging (``first``):
+    the root among them (the upsert writes it before the tables that reference it), then the quickest to
+    load, so the upsert, which writes the others meanwhile, waits as little as possible (at 1M users,
+    February: 2.4 s idle while the users partition loaded before usage's). Then the root (the checks of
+    a table that references it wait for it), then the slowest (with two connections, the quick ones fill
+    in). A load's time follows the values PostgreSQL parses: rows times columns."""
     root = schema.root.name
-    return sorted(schema.table_names, key=lambda t: (t != root, -merged[t].snapshot_file.stat().st_size))
+
+    def order(name: str) -> tuple[bool, bool, int]:
+        values = merged[name].rows * len(schema.table(name).columns)
+        return name not in first, name != root, values if name in first else -values
+
+    return sorted(schema.table_names, key=order)
 
 
 class SnapshotCsv:
@@ -384,12 +393,13 @@ def load_staging(
     volume: list[dict],
     connections: int = STAGING_CONNECTIONS,
     on_loaded: Callable[[str], None] | None = None,
+    first: Collection[str] = (),
 ) -> StagedMonth:
     """(Re)build the month's staging schema, on connections of its own: for every table the month's
     snapshot partition (loaded once, keyed, checked in place and attached by the publish), a view named
     like the table over it for the checks, and the drop volume figures. Committed, so Soda can read it;
     nothing in it is visible to the consumers. ``on_loaded(table)`` is called as each table's partition
-    is committed."""
+    is committed; ``first``: the tables someone waits for (see :func:`staging_order`)."""
     staged = StagedMonth(staging_schema(pg_schema, as_of))
     stage = staged.schema_name
     with connect(dsn, autocommit=True) as conn, conn.transaction():
@@ -398,7 +408,7 @@ def load_staging(
         _load_volume(conn, stage, volume)
     loads = {
         name: functools.partial(_load_table, dsn, snapshots, snapshots.schema.table(name), stage, as_of, on_loaded)
-        for name in staging_order(snapshots.schema, snapshots.merged)
+        for name in staging_order(snapshots.schema, snapshots.merged, first)
     }
     staged.rows = run_all(loads, connections, name="staging")
     return staged
@@ -518,6 +528,7 @@ class Publication:
     """The open publish transaction, as its caller sees it."""
 
     live_writes: int  # rows the live upsert (running meanwhile) writes; 0 when live is left as it is
+    live_reads: list[str]  # tables whose rows the live upsert reads from their staging partition
     snapshots: SnapshotCsv  # the month's rows as COPY reads them, for the staging load
     staged: Callable[[str], None]  # staged(table): its staging partition is committed, the upsert may read it
     finish: Callable[[dict], SyncResult]  # finish(run_row): wait for live, attach the snapshots, run row
@@ -563,12 +574,12 @@ def publishing(
         result = SyncResult(live_updated=live_as_of is None or as_of >= live_as_of)
         sync = _LiveSync(conn, duck, schema, pg_schema, stage, merged, scratch_dir, snapshots)
         live: Future | None = None
-        live_writes = 0
+        live_writes, live_reads = 0, []
         if result.live_updated:
             # live holding the previous month (none: the first month) takes the merge's changes; holding
             # any other month (this one, before a correction), the whole month
             plan = sync.prepare(incremental=live_as_of == previous_as_of)
-            live_writes = sum(plan.writes.values())
+            live_writes, live_reads = sum(plan.writes.values()), sorted(plan.whole - plan.copied)
             live = pool.submit(_timed, sync.run, plan)
         else:
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
@@ -598,7 +609,7 @@ def publishing(
             return result
 
         try:
-            yield Publication(live_writes, snapshots, sync.staged, finish)
+            yield Publication(live_writes, live_reads, snapshots, sync.staged, finish)
         except BaseException:
             if live is not None and not live.done():
                 sync.stop.set()  # no next statement

@@ -517,3 +517,18 @@ def test_the_gate_scans_in_a_session_that_merges_keys_on_one_process(pg, pg_dsn:
     sodacl = f"checks for probe:\n  - settings_otherwise = 0:\n      settings_otherwise query: {otherwise}\n"
     results = quality._scan(pg_dsn, pg_schema, JAN, {}, [(sodacl, "test")])
     assert [(r.name, r.outcome, r.value) for r in results] == [("settings_otherwise = 0", "pass", 0)]
+
+
+def test_staging_loads_first_the_partitions_the_live_upsert_waits_for():
+    from pipeline.pgsql import MergedTable, staging_order
+
+    counts = {"inserted": 1000, "updated": 0, "unchanged": 0, "carried": 0, "deleted": 0}
+    month = {t: MergedTable(Path("unused"), Path("unused"), counts) for t in SCHEMA.table_names}
+    # nobody waits: the root (the others' reference checks need it), then the most values to parse first
+    order = staging_order(SCHEMA, month)
+    assert order[:2] == ["users", "subscriptions"] and order[-1] in ("payments_agg_90d", "labels")
+    # the upsert reads usage and subscriptions from staging: the quicker to load first, then the root
+    waited = staging_order(SCHEMA, month, first={"subscriptions", "usage_agg_30d"})
+    assert waited[:3] == ["usage_agg_30d", "subscriptions", "users"]
+    # the root first of all when the upsert reads it too: it writes the root before what references it
+    assert staging_order(SCHEMA, month, first={"usage_agg_30d", "users"})[:2] == ["users", "usage_agg_30d"]
