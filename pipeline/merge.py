@@ -8,9 +8,10 @@ Every key of either side gets one change kind:
 - ``deleted``: only in the previous snapshot, and the drop is a full dump: removed.
 
 The snapshot (everything but ``deleted``, sorted by key so the file is reproducible) is written as
-zstd Parquet; a first month's, with nothing to merge, is the typed drop that staging wrote in key order,
-linked rather than written again. The keys that PostgreSQL's live tables must touch (inserted, updated, deleted) go to a
-small ``changes.parquet``, so the live upsert costs what changed, not the table's size.
+zstd Parquet; a first month's, with nothing to merge, is the typed drop that staging wrote in key
+order, linked rather than written again. The keys that PostgreSQL's live tables must touch (inserted,
+updated, deleted) go to a small ``changes.parquet``, so the live upsert costs what changed, not the
+table's size.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def _first_month(
     changes_file: Path,
 ) -> dict[str, int]:
     """Nothing to merge with: the snapshot is the drop in key order, and every key is new. A drop staged
-    in key order is linked, not written again (at 1,000,000 users a table's read, sort and write is
-    1-2.5 s of DuckDB work; the sort inside staging, 0.3 s)."""
+    in key order is linked, not written again (at 1,000,000 users a table's read, sort and write took
+    1-2.5 s of DuckDB work; sorting inside staging left staging's time within its noise)."""
     drop = read_parquet(drop_file)
     with lakefs.atomic_file(snapshot_file) as tmp:
         if drop_sorted:

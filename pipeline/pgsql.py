@@ -579,7 +579,7 @@ def publishing(
             # live holding the previous month (none: the first month) takes the merge's changes; holding
             # any other month (this one, before a correction), the whole month
             plan = sync.prepare(incremental=live_as_of == previous_as_of)
-            live_writes, live_reads = sum(plan.writes.values()), sorted(plan.whole - plan.copied)
+            live_writes, live_reads = sum(plan.writes.values()), sorted(plan.from_staging)
             live = pool.submit(_timed, sync.run, plan)
         else:
             log.info("live tables hold %s, newer than %s: only the snapshots are published", live_as_of, as_of)
@@ -654,6 +654,11 @@ class _LivePlan:
     empty: list[str]  # tables with no rows yet: filled without their key, which is built afterwards
     whole: set[str]  # tables that take every row of the month
     copied: set[str]  # empty tables that take every row: COPYed from the month's CSV, like staging
+
+    @property
+    def from_staging(self) -> set[str]:
+        """Tables that take every row from their staging partition, once it is committed."""
+        return self.whole - self.copied
 
 
 @dataclass
@@ -779,7 +784,7 @@ class _LiveSync:
             yield root
         yield from (name for name in self.schema.table_names if name in plan.writes and name not in plan.whole | {root})
         yield from (name for name in reversed(staging_order(self.schema, self.merged)) if name in plan.copied - {root})
-        waiting = plan.whole - plan.copied - {root}
+        waiting = plan.from_staging - {root}
         while (name := self._next_staged(waiting)) is not None:
             yield name
 
