@@ -48,11 +48,19 @@ def from_pipeline() -> list[dict]:
     from pipeline.schema import load_schema
 
     return [
-        {"name": t.name, "columns": [
-            {"name": c.name, "pg_type": c.pg_ddl_type, "primary_key": c.primary_key, "references": c.references,
-             "collation": c.collation}
-            for c in t.columns
-        ]}
+        {
+            "name": t.name,
+            "columns": [
+                {
+                    "name": c.name,
+                    "pg_type": c.pg_ddl_type,
+                    "primary_key": c.primary_key,
+                    "references": c.references,
+                    "collation": c.collation,
+                }
+                for c in t.columns
+            ],
+        }
         for t in load_schema().tables
     ]
 

@@ -39,20 +39,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="work folder (default bench/out/)")
     p.add_argument("--json", type=Path, default=None, help="results file (default <out>/results-<users>.json)")
-    p.add_argument("--dsn", default=os.environ.get("POSTGRES_DSN") or pg.DEFAULT_SERVER_DSN,
-                   help="server to create the run's database on (default $POSTGRES_DSN or %(default)s)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run the whole month sequence N times on fresh state and report medians (default 1)")
-    p.add_argument("--short-repeat", type=int, default=3,
-                   help="repeat the idempotent short runs (rerun, floor) N times per month (default 3)")
+    p.add_argument(
+        "--dsn",
+        default=os.environ.get("POSTGRES_DSN") or pg.DEFAULT_SERVER_DSN,
+        help="server to create the run's database on (default $POSTGRES_DSN or %(default)s)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole month sequence N times on fresh state and report medians (default 1)",
+    )
+    p.add_argument(
+        "--short-repeat",
+        type=int,
+        default=3,
+        help="repeat the idempotent short runs (rerun, floor) N times per month (default 3)",
+    )
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {', '.join(SKIPPABLE)}")
-    p.add_argument("--nochange", action=argparse.BooleanOptionalAction, default=True,
-                   help="also ingest the last month's files again as a following month (default on)")
-    p.add_argument("--trace-sql", action="store_true",
-                   help="after the timed runs, profile one extra pipeline sequence with every SQL statement timed")
-    p.add_argument("--wait-idle", type=float, default=0, metavar="PCT",
-                   help="on a shared machine: before each timed run wait (up to --wait-idle-max s) until the "
-                        "machine's CPU use over one second is below PCT%% (default 0: do not wait)")
+    p.add_argument(
+        "--nochange",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also ingest the last month's files again as a following month (default on)",
+    )
+    p.add_argument(
+        "--trace-sql",
+        action="store_true",
+        help="after the timed runs, profile one extra pipeline sequence with every SQL statement timed",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="PCT",
+        help="on a shared machine: before each timed run wait (up to --wait-idle-max s) until the "
+        "machine's CPU use over one second is below PCT%% (default 0: do not wait)",
+    )
     p.add_argument("--wait-idle-max", type=float, default=180)
     p.add_argument("--keep", action="store_true", help="keep the database, lakes and dlt folders")
     args = p.parse_args(argv)
@@ -77,8 +100,17 @@ def machine_info(server: dict) -> dict:
     import psutil
 
     versions = {}
-    for package in ("duckdb", "pyarrow", "psycopg", "soda-core", "luigi", "pandas", "sqlalchemy", "psycopg2-binary",
-                    "dlt"):
+    for package in (
+        "duckdb",
+        "pyarrow",
+        "psycopg",
+        "soda-core",
+        "luigi",
+        "pandas",
+        "sqlalchemy",
+        "psycopg2-binary",
+        "dlt",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -100,8 +132,12 @@ class Bench:
         self.dsn = dsn
         self.work = work
         self.logs = logs
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(REPO), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
+            ),
+        }
         self.python = sys.executable
         luigi_bin = Path(sys.executable).parent / "luigi"
         self.luigi = str(luigi_bin) if luigi_bin.exists() else (shutil.which("luigi") or "luigi")
@@ -128,8 +164,16 @@ class Bench:
         d["waited_idle_s"] = waited
         d["settle_s"] = settled
         status = "ok" if m.returncode == 0 else f"FAILED rc={m.returncode} (see {m.log})"
-        log.info("%-34s %8.2fs  %7.0f MB  cpu %6.1fs  load %4.1f  busy %3.0f%%  %s", name, m.wall_s, m.peak_rss_mb,
-                 m.cpu_s, m.load_before, 100 * m.machine_busy, status)
+        log.info(
+            "%-34s %8.2fs  %7.0f MB  cpu %6.1fs  load %4.1f  busy %3.0f%%  %s",
+            name,
+            m.wall_s,
+            m.peak_rss_mb,
+            m.cpu_s,
+            m.load_before,
+            100 * m.machine_busy,
+            status,
+        )
         if m.returncode != 0:
             self.failures.append(f"{name}: exit {m.returncode}, log {m.log}")
         return d
@@ -137,45 +181,111 @@ class Bench:
     # --- the five runs ---------------------------------------------------------------------------
 
     def pipeline(self, rep: int, as_of: str, source: Path, trace: Path | None = None) -> dict:
-        cmd = [self.python, "-m", "bench.run_pipeline", "--as-of", as_of, "--source", str(source),
-               "--lake", str(self.lake(rep)), "--dsn", self.dsn, "--schema", f"pipeline_r{rep}"]
+        cmd = [
+            self.python,
+            "-m",
+            "bench.run_pipeline",
+            "--as-of",
+            as_of,
+            "--source",
+            str(source),
+            "--lake",
+            str(self.lake(rep)),
+            "--dsn",
+            self.dsn,
+            "--schema",
+            f"pipeline_r{rep}",
+        ]
         if trace:
             cmd += ["--trace-sql", str(trace)]
         return self.timed(f"r{rep}-{as_of}-pipeline" + ("-traced" if trace else ""), cmd)
 
     def rerun(self, rep: int, as_of: str, source: Path, k: int) -> dict:
-        env = {**self.env, "LAKE_ROOT": str(self.lake(rep)), "POSTGRES_DSN": self.dsn,
-               "POSTGRES_SCHEMA": f"pipeline_r{rep}"}
+        env = {
+            **self.env,
+            "LAKE_ROOT": str(self.lake(rep)),
+            "POSTGRES_DSN": self.dsn,
+            "POSTGRES_SCHEMA": f"pipeline_r{rep}",
+        }
         manifest = self.manifest_path(rep, as_of)
         before = json.loads(manifest.read_text())["run_id"] if manifest.exists() else None
         cmd = [self.luigi, "--module", "pipeline", "Month", "--as-of", as_of, "--source", str(source)]
         d = self.timed(f"r{rep}-{as_of}-rerun{k}", cmd, env)
         text = Path(d["log"]).read_text(errors="replace")
         after = json.loads(manifest.read_text())["run_id"] if manifest.exists() else None
-        d["noop"] = (d["returncode"] == 0 and before is not None and before == after
-                     and "complete ones were encountered" in text and "ran successfully" not in text)
+        d["noop"] = (
+            d["returncode"] == 0
+            and before is not None
+            and before == after
+            and "complete ones were encountered" in text
+            and "ran successfully" not in text
+        )
         if not d["noop"]:
             self.failures.append(f"rerun of {as_of} was not a no-op (log {d['log']})")
             d["returncode"] = d["returncode"] or 99
         return d
 
     def baseline(self, rep: int, as_of: str, source: Path) -> dict:
-        return self.timed(f"r{rep}-{as_of}-baseline", [self.python, "-m", "bench.run_baseline", "--as-of", as_of,
-                                                      "--source", str(source), "--dsn", self.dsn,
-                                                      "--schema", f"baseline_r{rep}", "--tables", str(self.tables)])
+        return self.timed(
+            f"r{rep}-{as_of}-baseline",
+            [
+                self.python,
+                "-m",
+                "bench.run_baseline",
+                "--as-of",
+                as_of,
+                "--source",
+                str(source),
+                "--dsn",
+                self.dsn,
+                "--schema",
+                f"baseline_r{rep}",
+                "--tables",
+                str(self.tables),
+            ],
+        )
 
     def peer(self, rep: int, as_of: str, source: Path) -> dict:
-        return self.timed(f"r{rep}-{as_of}-peer", [self.python, "-m", "bench.run_peer", "--as-of", as_of,
-                                                  "--source", str(source), "--dsn", self.dsn,
-                                                  "--dataset", f"peer_r{rep}",
-                                                  "--pipelines-dir", str(self.work / f"dlt-r{rep}"),
-                                                  "--tables", str(self.tables)])
+        return self.timed(
+            f"r{rep}-{as_of}-peer",
+            [
+                self.python,
+                "-m",
+                "bench.run_peer",
+                "--as-of",
+                as_of,
+                "--source",
+                str(source),
+                "--dsn",
+                self.dsn,
+                "--dataset",
+                f"peer_r{rep}",
+                "--pipelines-dir",
+                str(self.work / f"dlt-r{rep}"),
+                "--tables",
+                str(self.tables),
+            ],
+        )
 
     def floor(self, rep: int, as_of: str, source: Path, k: int) -> dict:
-        return self.timed(f"r{rep}-{as_of}-floor{k}", [self.python, "-m", "bench.run_floor", "--source", str(source),
-                                                      "--dsn", self.dsn, "--schema", "floor",
-                                                      "--parquet-dir", str(self.work / "floor-parquet"),
-                                                      "--tables", str(self.tables)])
+        return self.timed(
+            f"r{rep}-{as_of}-floor{k}",
+            [
+                self.python,
+                "-m",
+                "bench.run_floor",
+                "--source",
+                str(source),
+                "--dsn",
+                self.dsn,
+                "--schema",
+                "floor",
+                "--parquet-dir",
+                str(self.work / "floor-parquet"),
+                "--tables",
+                str(self.tables),
+            ],
+        )
 
     # --- paths -----------------------------------------------------------------------------------
 
@@ -190,9 +300,21 @@ class Bench:
     def sequence(self, rep: int, months: list[tuple[str, str, Path]], samples: dict) -> None:
         skip = self.args.skip
         if "baseline" not in skip:
-            setup = self.timed(f"r{rep}-baseline-setup", [self.python, "-m", "bench.run_baseline", "--setup",
-                                                          "--dsn", self.dsn, "--schema", f"baseline_r{rep}",
-                                                          "--tables", str(self.tables)])
+            setup = self.timed(
+                f"r{rep}-baseline-setup",
+                [
+                    self.python,
+                    "-m",
+                    "bench.run_baseline",
+                    "--setup",
+                    "--dsn",
+                    self.dsn,
+                    "--schema",
+                    f"baseline_r{rep}",
+                    "--tables",
+                    str(self.tables),
+                ],
+            )
             if setup["returncode"] != 0:
                 skip = skip | {"baseline"}
         broken: set[str] = set()
@@ -213,8 +335,13 @@ class Bench:
             inner = _last_json_line(Path(p["log"])) or {}
             extra["import_s"] = inner.get("import_s")
             extra["run_month_s"] = inner.get("run_month_s")
-            extra["other_s"] = round(p["wall_s"] - sum(v for k, v in extra["timings"].items()
-                                                       if k in ("stage", "merge", "load_staging", "checks", "sync")), 3)
+            extra["other_s"] = round(
+                p["wall_s"]
+                - sum(
+                    v for k, v in extra["timings"].items() if k in ("stage", "merge", "load_staging", "checks", "sync")
+                ),
+                3,
+            )
             s["extra"].append(extra)
             if "rerun" not in skip:
                 for k in range(self.args.short_repeat):
@@ -325,8 +452,9 @@ def summarize_sql_trace(path: Path, top: int = 12) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     started = datetime.now(UTC)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -402,8 +530,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
-        "params": {"users": args.users, "months": args.months, "seed": args.seed, "repeat": args.repeat,
-                   "short_repeat": args.short_repeat, "skip": sorted(args.skip), "nochange": args.nochange},
+        "params": {
+            "users": args.users,
+            "months": args.months,
+            "seed": args.seed,
+            "repeat": args.repeat,
+            "short_repeat": args.short_repeat,
+            "skip": sorted(args.skip),
+            "nochange": args.nochange,
+        },
         "machine": info,
         "drops": gen_info,
         "months": results_months,
@@ -415,8 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     print()
-    print(f"{command}   ({info['nproc']} cores, {info['memory_gib']} GiB, "
-          f"{info['postgresql']['version'].split(' on ')[0]})")
+    print(
+        f"{command}   ({info['nproc']} cores, {info['memory_gib']} GiB, "
+        f"{info['postgresql']['version'].split(' on ')[0]})"
+    )
     for month in results_months:
         print()
         print(report.format_month(month))

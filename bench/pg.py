@@ -60,7 +60,13 @@ def settle(dsn: str) -> float:
 def server_info(dsn: str) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
         info = {"version": conn.execute("SELECT version()").fetchone()[0]}
-        for name in ("shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "synchronous_commit",
-                     "wal_level"):
+        for name in (
+            "shared_buffers",
+            "work_mem",
+            "maintenance_work_mem",
+            "max_wal_size",
+            "synchronous_commit",
+            "wal_level",
+        ):
             info[name] = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]
     return info

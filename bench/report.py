@@ -61,23 +61,31 @@ def evaluate_targets(months: list[dict], users: int) -> list[dict]:
     add("first month >= 10x faster than the baseline", f"{s:.1f}x" if s else "n/a", s >= 10 if s else None)
     for m in following:
         s = speedup(m)
-        add(f"following month ({m['as_of']}) >= 10x faster than the baseline", f"{s:.1f}x" if s else "n/a",
-            s >= 10 if s else None)
+        add(
+            f"following month ({m['as_of']}) >= 10x faster than the baseline",
+            f"{s:.1f}x" if s else "n/a",
+            s >= 10 if s else None,
+        )
     if nochange and first:
         live0 = first.get("pipeline_timings", {}).get("sync_live")
         live_n = nochange.get("pipeline_timings", {}).get("sync_live")
         if live0 is not None and live_n is not None:
-            add("no-change month: live sync < 1/10 of the first month's live load",
+            add(
+                "no-change month: live sync < 1/10 of the first month's live load",
                 f"{live_n:.2f}s vs {live0:.2f}s ({live_n / live0:.3f}x)" if live0 else f"{live_n:.2f}s",
-                live_n < 0.1 * live0 if live0 else None)
+                live_n < 0.1 * live0 if live0 else None,
+            )
     reruns = [m["runs"]["rerun"]["wall_s"] for m in months if m["runs"].get("rerun")]
     if reruns:
         add("rerun of a published month < 2 s", f"max {max(reruns):.2f}s (median per month)", max(reruns) < 2)
     for m in months:
         r = m.get("ratios", {}).get("pipeline/peer")
         if r is not None:
-            add(f"month {m['as_of']} ({m['label']}): whole month faster than dlt merge alone",
-                f"pipeline/peer = {r:.2f}", r < 1)
+            add(
+                f"month {m['as_of']} ({m['label']}): whole month faster than dlt merge alone",
+                f"pipeline/peer = {r:.2f}",
+                r < 1,
+            )
     for m in months:
         r = m.get("ratios", {}).get("pipeline/floor")
         if r is not None:
@@ -85,8 +93,11 @@ def evaluate_targets(months: list[dict], users: int) -> list[dict]:
     rss = [m["runs"]["pipeline"]["max_peak_rss_mb"] for m in months if m["runs"].get("pipeline")]
     if rss:
         limit_gb = 3.0 if users >= 5_000_000 else 1.5
-        add(f"pipeline peak RSS < {limit_gb} GB ({users:,} users)", f"max {max(rss):.0f} MB",
-            max(rss) * 2**20 < limit_gb * GB)
+        add(
+            f"pipeline peak RSS < {limit_gb} GB ({users:,} users)",
+            f"max {max(rss):.0f} MB",
+            max(rss) * 2**20 < limit_gb * GB,
+        )
     if users != 1_000_000:
         note = f"targets are set for 1,000,000 users; this run has {users:,}"
         for t in targets:

@@ -67,16 +67,20 @@ def run_month(engine, tables: list[Table], pg_schema: str, as_of: date, source: 
         all_names = ", ".join(_q(c.name) for c in table.columns)
         with engine.begin() as conn:
             t0 = time.perf_counter()
-            conn.execute(text(
-                f"INSERT INTO {s}.{_q(table.name)} ({names}) SELECT {casts} FROM {s}.{_q(tmp)} "
-                f"ON CONFLICT ({_q(table.key)}) DO UPDATE SET {updates}"
-            ))
+            conn.execute(
+                text(
+                    f"INSERT INTO {s}.{_q(table.name)} ({names}) SELECT {casts} FROM {s}.{_q(tmp)} "
+                    f"ON CONFLICT ({_q(table.key)}) DO UPDATE SET {updates}"
+                )
+            )
             t["upsert"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            conn.execute(text(
-                f"INSERT INTO {s}.{_q(table.name + '_snapshots')} ({all_names}, as_of) "
-                f"SELECT {all_names}, DATE '{as_of.isoformat()}' FROM {s}.{_q(table.name)}"
-            ))
+            conn.execute(
+                text(
+                    f"INSERT INTO {s}.{_q(table.name + '_snapshots')} ({all_names}, as_of) "
+                    f"SELECT {all_names}, DATE '{as_of.isoformat()}' FROM {s}.{_q(table.name)}"
+                )
+            )
             t["snapshot"] = time.perf_counter() - t0
         timings[table.name] = {k: round(v, 3) for k, v in t.items()}
         print(f"baseline {table.name}: " + " ".join(f"{k}={v:.2f}s" for k, v in t.items()), file=sys.stderr, flush=True)

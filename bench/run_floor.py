@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"CREATE TABLE {s}.{_q(table.name)} ({', '.join(f'{_q(c.name)} {c.ddl_type}' for c in columns)})"
             )
             names = ", ".join(_q(c.name) for c in columns)
-            with conn.cursor() as cur, cur.copy(
-                f"COPY {s}.{_q(table.name)} ({names}) FROM STDIN (FORMAT csv, HEADER true)"
-            ) as copy, path.open("rb") as f:
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY {s}.{_q(table.name)} ({names}) FROM STDIN (FORMAT csv, HEADER true)") as copy,
+                path.open("rb") as f,
+            ):
                 while chunk := f.read(COPY_CHUNK):
                     copy.write(chunk)
             conn.commit()

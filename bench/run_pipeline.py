@@ -87,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema", required=True)
     parser.add_argument("--trace-sql", type=Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     if args.trace_sql:
         _install_sql_trace(args.trace_sql)
 
@@ -99,8 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(lake_root=args.lake, postgres=PostgresSettings(dsn=args.dsn, schema=args.schema))
     record = run_month(settings, args.as_of, args.source)
     done = time.perf_counter()
-    print(json.dumps({"run_id": record["run_id"], "timings": record["timings"],
-                      "import_s": round(imported - _STARTED, 3), "run_month_s": round(done - imported, 3)}))
+    print(
+        json.dumps(
+            {
+                "run_id": record["run_id"],
+                "timings": record["timings"],
+                "import_s": round(imported - _STARTED, 3),
+                "run_month_s": round(done - imported, 3),
+            }
+        )
+    )
     return 0
 
 

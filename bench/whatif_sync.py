@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             path = args.source / f"{t.name}.csv"
             header = path.open("rb").readline().decode().strip().split(",")
             conn.execute(f"CREATE UNLOGGED TABLE {S}.{q('stg_' + t.name)} ({_cols(t)})")
-            with conn.cursor().copy(
-                f"COPY {S}.{q('stg_' + t.name)} ({', '.join(map(q, header))}) FROM STDIN (FORMAT csv, HEADER true)"
-            ) as cp, path.open("rb") as f:
+            with (
+                conn.cursor().copy(
+                    f"COPY {S}.{q('stg_' + t.name)} ({', '.join(map(q, header))}) FROM STDIN (FORMAT csv, HEADER true)"
+                ) as cp,
+                path.open("rb") as f,
+            ):
                 while chunk := f.read(1 << 20):
                     cp.write(chunk)
             conn.execute(f"ANALYZE {S}.{q('stg_' + t.name)}")
@@ -93,36 +96,51 @@ def main(argv: list[str] | None = None) -> int:
                 "live_no_fk": (_cols(t), f", PRIMARY KEY ({key})", upsert_tail, []),
                 "live_plain_insert": (_cols(t), f", PRIMARY KEY ({key}){fk}", "", []),
                 "live_index_after": (_cols(t), "", "", [f"ALTER TABLE {{target}} ADD PRIMARY KEY ({key})"]),
-                "live_key_collate_c": (_cols(t, **{t.key: ' COLLATE "C"'}), f", PRIMARY KEY ({key}){fk}",
-                                       upsert_tail, []),
+                "live_key_collate_c": (
+                    _cols(t, **{t.key: ' COLLATE "C"'}),
+                    f", PRIMARY KEY ({key}){fk}",
+                    upsert_tail,
+                    [],
+                ),
             }
             for name, (cols, constraints, on_conflict, after) in variants.items():
                 target = f"{S}.{q(name)}"
                 conn.execute(f"DROP TABLE IF EXISTS {target}")
-                r[name] = timed(conn, [
-                    f"CREATE TABLE {target} ({cols}{constraints})",
-                    f"INSERT INTO {target} AS t ({names}) SELECT {names} FROM {stg} {on_conflict}",
-                    *(a.format(target=target) for a in after),
-                ])
+                r[name] = timed(
+                    conn,
+                    [
+                        f"CREATE TABLE {target} ({cols}{constraints})",
+                        f"INSERT INTO {target} AS t ({names}) SELECT {names} FROM {stg} {on_conflict}",
+                        *(a.format(target=target) for a in after),
+                    ],
+                )
                 conn.execute(f"DROP TABLE {target}")
             # snapshots: a partitioned parent with PRIMARY KEY (key, as_of), one partition per month
             parent = f"{S}.{q('snap_' + t.name)}"
             conn.execute(f"DROP TABLE IF EXISTS {parent}")
-            conn.execute(f"CREATE TABLE {parent} ({_cols(t)}, as_of DATE NOT NULL, PRIMARY KEY ({key}, as_of)) "
-                         f"PARTITION BY LIST (as_of)")
+            conn.execute(
+                f"CREATE TABLE {parent} ({_cols(t)}, as_of DATE NOT NULL, PRIMARY KEY ({key}, as_of)) "
+                f"PARTITION BY LIST (as_of)"
+            )
             part = f"{S}.{q('snap_' + t.name + '_p')}"
             src = f"SELECT {names}, DATE '{args.as_of}' FROM {stg}"
-            r["snapshot_as_pipeline"] = timed(conn, [
-                f"CREATE TABLE {part} PARTITION OF {parent} FOR VALUES IN ('{args.as_of}')",
-                f"INSERT INTO {part} ({names}, as_of) {src}",
-            ])
+            r["snapshot_as_pipeline"] = timed(
+                conn,
+                [
+                    f"CREATE TABLE {part} PARTITION OF {parent} FOR VALUES IN ('{args.as_of}')",
+                    f"INSERT INTO {part} ({names}, as_of) {src}",
+                ],
+            )
             conn.execute(f"DROP TABLE {part}")
-            r["snapshot_index_after"] = timed(conn, [
-                f"CREATE TABLE {part} ({_cols(t)}, as_of DATE NOT NULL)",
-                f"INSERT INTO {part} ({names}, as_of) {src}",
-                f"ALTER TABLE {part} ADD PRIMARY KEY ({key}, as_of)",
-                f"ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES IN ('{args.as_of}')",
-            ])
+            r["snapshot_index_after"] = timed(
+                conn,
+                [
+                    f"CREATE TABLE {part} ({_cols(t)}, as_of DATE NOT NULL)",
+                    f"INSERT INTO {part} ({names}, as_of) {src}",
+                    f"ALTER TABLE {part} ADD PRIMARY KEY ({key}, as_of)",
+                    f"ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES IN ('{args.as_of}')",
+                ],
+            )
             conn.execute(f"DROP TABLE {parent}")
             results[t.name] = r
             print(f"{t.name}: " + "  ".join(f"{k}={v:.2f}s" for k, v in r.items()), file=sys.stderr, flush=True)

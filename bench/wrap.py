@@ -23,8 +23,15 @@ def main() -> int:
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(result, "w") as f:
-        json.dump({"wall_s": wall, "maxrss_bytes": usage.ru_maxrss * 1024,  # KiB on Linux
-                   "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": rc}, f)
+        json.dump(
+            {
+                "wall_s": wall,
+                "maxrss_bytes": usage.ru_maxrss * 1024,  # KiB on Linux
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "returncode": rc,
+            },
+            f,
+        )
     return rc
 
 

@@ -57,9 +57,7 @@ def plain_decimal(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def aligned(
-    header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None
-) -> str:
+def aligned(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None) -> str:
     """Rows as an aligned text table with a header rule; ``right`` marks right-aligned (numeric) columns."""
     texts = [[cell(v) if not isinstance(v, str) else v for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(header)]
@@ -98,9 +96,7 @@ def write_result(out: TextIO, header: list[str], types: list[object], rows: list
         writer.writerows(["" if v is None else cell(v) for v in row] for row in rows)
     elif fmt == "json":
         objects = [
-            "{"
-            + ", ".join(f"{json.dumps(h)}: {_json_value(v)}" for h, v in zip(header, row, strict=True))
-            + "}"
+            "{" + ", ".join(f"{json.dumps(h)}: {_json_value(v)}" for h, v in zip(header, row, strict=True)) + "}"
             for row in rows
         ]
         out.write("[" + ",\n ".join(objects) + "]\n")
@@ -195,9 +191,7 @@ def render_status(report) -> str:  # noqa: ANN001 - pipeline.status.StatusReport
         lines.append("PostgreSQL could not be asked: the lake side only (see the error below).")
     elif report.agree:
         published = sum(m.status == "published" for m in report.months)
-        lines.append(
-            f"lake and PostgreSQL agree ({published} published month{'s' if published != 1 else ''})."
-        )
+        lines.append(f"lake and PostgreSQL agree ({published} published month{'s' if published != 1 else ''}).")
     else:
         lines.append("lake and PostgreSQL DISAGREE:")
         lines += [f"  {m.as_of}: {m.disagreement}" for m in report.disagreements]
@@ -226,9 +220,7 @@ Views: <table>, <table>_snapshots, <table>_history, runs.
   .quit            leave (or Ctrl-D)"""
 
 
-def shell(
-    con: duckdb.DuckDBPyConnection, stdin: TextIO, out: TextIO, interactive: bool, fmt: str = "table"
-) -> int:
+def shell(con: duckdb.DuckDBPyConnection, stdin: TextIO, out: TextIO, interactive: bool, fmt: str = "table") -> int:
     """A minimal SQL loop: read lines until one ends with ';', run them, print the result. Returns the
     number of statements that failed (each failure is printed as ``error: …`` and the loop goes on)."""
     failures = 0
@@ -272,9 +264,7 @@ def shell(
             if command == ".help":
                 out.write(SHELL_HELP + "\n")
             elif command == ".tables":
-                execute(
-                    "SELECT table_name AS name, table_type AS kind FROM information_schema.tables ORDER BY 1"
-                )
+                execute("SELECT table_name AS name, table_type AS kind FROM information_schema.tables ORDER BY 1")
             elif command == ".mode" and rest and rest[0] in ("table", "csv", "json"):
                 fmt = rest[0]
             else:
@@ -318,11 +308,7 @@ def cmd_stop_embedded(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     stopped = stop_embedded(settings.lake_root)
-    print(
-        "stopped the embedded PostgreSQL"
-        if stopped
-        else f"no embedded PostgreSQL runs for {settings.lake_root}"
-    )
+    print("stopped the embedded PostgreSQL" if stopped else f"no embedded PostgreSQL runs for {settings.lake_root}")
     return 0
 
 
@@ -362,12 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("query", help='the SQL, e.g. "SELECT count(*) FROM users"')
     fmt = query.add_mutually_exclusive_group()
-    fmt.add_argument(
-        "--csv", dest="format", action="store_const", const="csv", help="print CSV with a header"
-    )
-    fmt.add_argument(
-        "--json", dest="format", action="store_const", const="json", help="print a JSON array of rows"
-    )
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="print CSV with a header")
+    fmt.add_argument("--json", dest="format", action="store_const", const="json", help="print a JSON array of rows")
     query.set_defaults(func=cmd_sql, format="table")
 
     shell_cmd = add(

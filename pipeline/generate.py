@@ -211,8 +211,7 @@ class _Month:
     def epoch(self, name: str) -> str:
         p = self.gen.event_probability[name]
         terms = [
-            f"CASE WHEN {self.u(name + '.event', j)} < {p!r}::DOUBLE THEN {j} ELSE 0 END"
-            for j in range(1, self.m + 1)
+            f"CASE WHEN {self.u(name + '.event', j)} < {p!r}::DOUBLE THEN {j} ELSE 0 END" for j in range(1, self.m + 1)
         ]
         return f"greatest(s, {', '.join(terms)})" if terms else "s"
 
@@ -224,9 +223,7 @@ class _Month:
         s = f"CASE WHEN i < {n0} THEN 0 ELSE 1 + (i - {n0}) // {k} END" if k and self.n > n0 else "0"
         as_of0 = g.as_of[0]
         u_signup = self.u("signup_date", -1)
-        signup_existing = (
-            f"DATE '{as_of0.isoformat()}' - CAST(floor({u_signup} * {EXISTING_SIGNUP_DAYS}) AS INTEGER)"
-        )
+        signup_existing = f"DATE '{as_of0.isoformat()}' - CAST(floor({u_signup} * {EXISTING_SIGNUP_DAYS}) AS INTEGER)"
         if self.m > 0 and k:
             starts = ", ".join(f"DATE '{d.replace(day=1).isoformat()}'" for d in g.as_of[1 : self.m + 1])
             days = ", ".join(str(d.day) for d in g.as_of[1 : self.m + 1])
@@ -316,8 +313,7 @@ def _specs(mo: _Month) -> dict[str, _TableSpec]:
                 },
                 {
                     "net_service": (
-                        "CASE WHEN u_net < 0.30 + 0.28 * r THEN 'Fiber optic' "
-                        f"WHEN {has_net} THEN 'DSL' ELSE 'No' END"
+                        f"CASE WHEN u_net < 0.30 + 0.28 * r THEN 'Fiber optic' WHEN {has_net} THEN 'DSL' ELSE 'No' END"
                     ),
                     "tv": f"{has_net} AND u_tv < 0.55",
                     "movies": f"{has_net} AND u_movies < 0.55",
@@ -380,8 +376,7 @@ def _specs(mo: _Month) -> dict[str, _TableSpec]:
                 # hours: per-user level (lower for risky users) x monthly swing; 0.6 .. 300
                 "watch_hours_30d": _Out(
                     "NUMERIC",
-                    "least(3000000, floor("
-                    "(2 + 198 * u_watch_base * (1 - 0.5 * r)) * (0.3 + 1.2 * u_watch) * 10000))",
+                    "least(3000000, floor((2 + 198 * u_watch_base * (1 - 0.5 * r)) * (0.3 + 1.2 * u_watch) * 10000))",
                     4,
                 ),
                 "avg_session_mins_7d": _Out(
@@ -514,18 +509,14 @@ class _Generation:
                     continue
                 declared = "INT" if col.pg_type in _INTEGER_TYPES else col.pg_type
                 if declared != out.kind:
-                    problems.append(
-                        f"column {table.name}.{col.name} declared {col.pg_type}, generated as {out.kind}"
-                    )
+                    problems.append(f"column {table.name}.{col.name} declared {col.pg_type}, generated as {out.kind}")
                 elif out.kind == "NUMERIC" and col.precision is not None and (col.scale or 0) < out.scale:
                     problems.append(
                         f"column {table.name}.{col.name} declared NUMERIC({col.precision}, "
                         f"{col.scale or 0}), generated with {out.scale} decimals"
                     )
         if problems:
-            raise ValueError(
-                "sql/schema.sql declares what the generator cannot produce: " + "; ".join(problems)
-            )
+            raise ValueError("sql/schema.sql declares what the generator cannot produce: " + "; ".join(problems))
 
     def write_month(self, con: duckdb.DuckDBPyConnection, month: int, folder: Path) -> None:
         mo = _Month(self, month)
@@ -632,15 +623,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m pipeline.generate",
         description="Write deterministic synthetic StreamFlow monthly drops.",
     )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="folder that receives month_000, month_001, ..."
-    )
+    parser.add_argument("--out", type=Path, required=True, help="folder that receives month_000, month_001, ...")
     parser.add_argument("--users", type=int, required=True, help="users in month 0")
     parser.add_argument("--months", type=int, required=True, help="number of monthly drops")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument(
-        "--start", type=_parse_date, default=DEFAULT_START_AS_OF, help="as_of of month 0, a month end"
-    )
+    parser.add_argument("--start", type=_parse_date, default=DEFAULT_START_AS_OF, help="as_of of month 0, a month end")
     parser.add_argument("--new-user-rate", type=float, default=DEFAULT_NEW_USER_RATE)
     parser.add_argument("--subscription-change-rate", type=float, default=DEFAULT_SUBSCRIPTION_CHANGE_RATE)
     parser.add_argument("--label-change-rate", type=float, default=DEFAULT_LABEL_CHANGE_RATE)
@@ -653,13 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="first month that contains the columns marked 'hidden at start' (0 = every month)",
     )
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
-    parser.add_argument(
-        "--memory-limit", default=None, help="DuckDB memory limit, e.g. 512MB (default: DuckDB's)"
-    )
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 512MB (default: DuckDB's)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         generate_drops(
             args.out,

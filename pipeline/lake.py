@@ -83,9 +83,7 @@ def month_records(lake_root: Path) -> dict[date, MonthRecord]:
             record = manifest.read(path)
             months[as_of] = MonthRecord(as_of, record.get("status") or "unknown", record, attempts)
         elif attempts:
-            months[as_of] = MonthRecord(
-                as_of, attempts[-1].get("status") or manifest.FAILED, attempts[-1], attempts
-            )
+            months[as_of] = MonthRecord(as_of, attempts[-1].get("status") or manifest.FAILED, attempts[-1], attempts)
     return months
 
 
@@ -97,9 +95,7 @@ def published_months(lake_root: Path) -> list[date]:
 # --- the connection -----------------------------------------------------------------------------
 
 
-def connect(
-    lake_root: str | Path | None = None, settings: Settings | None = None
-) -> duckdb.DuckDBPyConnection:
+def connect(lake_root: str | Path | None = None, settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views (see the module docstring).
 
     The lake root is ``lake_root``, else ``settings.lake_root``, else the configured one (luigi.cfg,
@@ -133,16 +129,12 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema
                 f"The lake was changed outside the pipeline; restore the file or run that month again "
                 f"with --replace."
             )
-        con.execute(
-            f"CREATE OR REPLACE VIEW {quote(table.name + SNAPSHOTS_SUFFIX)} AS {_snapshots_sql(table, files)}"
-        )
+        con.execute(f"CREATE OR REPLACE VIEW {quote(table.name + SNAPSHOTS_SUFFIX)} AS {_snapshots_sql(table, files)}")
         latest = f"SELECT {_columns(table)} FROM {quote(table.name + SNAPSHOTS_SUFFIX)}"
         if months:
             latest += f" WHERE {quote(AS_OF)} = DATE {literal(months[-1].isoformat())}"
         con.execute(f"CREATE OR REPLACE VIEW {quote(table.name)} AS {latest}")
-        con.execute(
-            f"CREATE OR REPLACE VIEW {quote(table.name + HISTORY_SUFFIX)} AS {history_sql(table, months)}"
-        )
+        con.execute(f"CREATE OR REPLACE VIEW {quote(table.name + HISTORY_SUFFIX)} AS {history_sql(table, months)}")
     _create_runs(con, records)
     return months
 
@@ -175,8 +167,7 @@ def history_sql(table: Table, months: list[date]) -> str:
     if not months:
         return _empty_select(
             table,
-            ", CAST(NULL AS INTEGER) AS version, CAST(NULL AS DATE) AS valid_from, "
-            "CAST(NULL AS DATE) AS valid_to",
+            ", CAST(NULL AS INTEGER) AS version, CAST(NULL AS DATE) AS valid_from, CAST(NULL AS DATE) AS valid_to",
         )
     key = quote(table.key)
     values = [quote(c.name) for c in table.value_columns]

@@ -815,9 +815,7 @@ class _LiveSync:
     def _execute(self, statement: sql.Composable) -> psycopg.Cursor:
         return self._checked().execute(statement)
 
-    def _temp_table(
-        self, table: Table, suffix: str, columns: list[str], select: str, analyze: bool
-    ) -> sql.Identifier:
+    def _temp_table(self, table: Table, suffix: str, columns: list[str], select: str, analyze: bool) -> sql.Identifier:
         """A temporary table ``<table><suffix>`` of some of the table's columns, filled by COPY from a
         DuckDB query; ``analyze`` when a join will read it (autovacuum never sees temporary tables)."""
         name = table.name + suffix
@@ -871,9 +869,7 @@ def _drop_constraints(
     return dropped
 
 
-def _sync_snapshot(
-    conn: psycopg.Connection, table: Table, pg_schema: str, stage: str, as_of: date, rows: int
-) -> int:
+def _sync_snapshot(conn: psycopg.Connection, table: Table, pg_schema: str, stage: str, as_of: date, rows: int) -> int:
     """The month's rows of ``<table>_snapshots``. A new month's partition was loaded, keyed and checked in
     staging: it moves into the schema and is attached (its CHECK on as_of spares ATTACH a scan), so the
     snapshot is written to PostgreSQL once. A month published again (a rerun or a correction) is upserted

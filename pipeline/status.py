@@ -27,9 +27,7 @@ class MonthStatus:
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> inserted/updated/…/deleted
     checks_failed: int | None = None
     checks_warned: int | None = None
-    not_passed: list[dict] = field(
-        default_factory=list
-    )  # checks that failed or warned: outcome, name, table, value
+    not_passed: list[dict] = field(default_factory=list)  # checks that failed or warned: outcome, name, table, value
     failed_attempts: int = 0
     published_at: str | None = None
     postgres_run_id: str | None = None  # pipeline_runs' run_id for this as_of (status published)
@@ -79,8 +77,7 @@ def lake_side(lake_root: Path) -> dict[date, MonthStatus]:
             run_id=record.run_id,
             users=((r.get("tables") or {}).get(root) or {}).get("rows"),
             changes={
-                t: {k: v for k, v in counts.items() if k != "rows"}
-                for t, counts in (r.get("tables") or {}).items()
+                t: {k: v for k, v in counts.items() if k != "rows"} for t, counts in (r.get("tables") or {}).items()
             },
             checks_failed=checks.get("failed"),
             checks_warned=checks.get("warned"),
@@ -113,20 +110,14 @@ def compare(months: dict[date, MonthStatus], runs: dict[date, dict]) -> list[Mon
         elif published:
             m.agrees, m.disagreement = (
                 False,
-                (
-                    f"the lake published run {m.run_id}; "
-                    f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}"
-                ),
+                (f"the lake published run {m.run_id}; PostgreSQL's pipeline_runs holds run {m.postgres_run_id}"),
             )
         elif m.postgres_run_id is None:
             m.agrees = True  # neither side published it
         elif m.status == "missing":
             m.agrees, m.disagreement = (
                 False,
-                (
-                    f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; "
-                    f"the lake has no record of this month"
-                ),
+                (f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; the lake has no record of this month"),
             )
         else:
             m.agrees, m.disagreement = (

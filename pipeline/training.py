@@ -106,9 +106,7 @@ def plan_sources(
     for table in tables:
         path = lake.snapshot_file(table, sources.expected(table))
         if not path.exists():
-            raise LakeStateError(
-                f"training set: {path} is missing although {sources.expected(table)} is published"
-            )
+            raise LakeStateError(f"training set: {path} is missing although {sources.expected(table)} is published")
         sources.files[table] = path
     return sources
 
@@ -125,9 +123,7 @@ def output_columns(schema: Schema) -> dict[str, list[tuple[str, str]]]:
     return {t: [(n, n if counts[n] == 1 else f"{t}__{n}") for n in names] for t, names in picked.items()}
 
 
-def assemble(
-    sources: TrainingSources, settings: Settings | None = None, schema: Schema | None = None
-) -> pa.Table:
+def assemble(sources: TrainingSources, settings: Settings | None = None, schema: Schema | None = None) -> pa.Table:
     """Join the snapshot files of ``sources`` into the training set; refuse it if any value came from a
     partition other than the one it must (:func:`check_sources`)."""
     schema = schema or load_schema()
@@ -139,8 +135,7 @@ def assemble(
     for t in tables:
         selects += [f"{alias[t]}.{quote(src)} AS {quote(out)}" for src, out in columns[t]]
         reader = (
-            f"read_parquet({literal(str(sources.files[t]))}, hive_partitioning = true, "
-            f"hive_types = {{'as_of': DATE}})"
+            f"read_parquet({literal(str(sources.files[t]))}, hive_partitioning = true, hive_types = {{'as_of': DATE}})"
         )
         if t == tables[0]:
             joins.append(f"{reader} AS {alias[t]}")
@@ -148,10 +143,7 @@ def assemble(
             on = f"{alias[t]}.{quote(key)} = {alias[tables[0]]}.{quote(key)}"
             joins.append(f"LEFT JOIN {reader} AS {alias[t]} ON {on}")
     provenance = [f"{alias[t]}.as_of AS {quote(SOURCE_PREFIX + t)}" for t in tables]
-    query = (
-        f"SELECT {', '.join(selects + provenance)} FROM {' '.join(joins)} "
-        f"ORDER BY {alias[tables[0]]}.{quote(key)}"
-    )
+    query = f"SELECT {', '.join(selects + provenance)} FROM {' '.join(joins)} ORDER BY {alias[tables[0]]}.{quote(key)}"
     with duck.connect(settings or Settings(lake_root=sources.lake_root)) as con:
         con.execute(f"CREATE TEMP TABLE training AS {query}")
         observed = {
@@ -174,9 +166,7 @@ def assemble(
         for src, out in columns[t]
     ]
     metadata = {
-        "streamflow": json.dumps(
-            {"as_of": sources.as_of.isoformat(), "label_as_of": sources.label_as_of.isoformat()}
-        )
+        "streamflow": json.dumps({"as_of": sources.as_of.isoformat(), "label_as_of": sources.label_as_of.isoformat()})
     }
     return table.cast(pa.schema(fields, metadata=metadata))
 
@@ -184,11 +174,7 @@ def assemble(
 def check_sources(sources: TrainingSources, observed: dict[str, set[date]]) -> None:
     """Every table's values must come from its expected snapshot: features from as_of, labels from
     label_as_of. ``observed`` is table -> the as_of partitions its joined rows were read from."""
-    wrong = {
-        t: sorted(found - {sources.expected(t)})
-        for t, found in observed.items()
-        if found - {sources.expected(t)}
-    }
+    wrong = {t: sorted(found - {sources.expected(t)}) for t, found in observed.items() if found - {sources.expected(t)}}
     if wrong:
         detail = "; ".join(
             f"{t} from {', '.join(d.isoformat() for d in ds)} instead of {sources.expected(t)}"
@@ -214,9 +200,7 @@ def training_set(
     return assemble(plan_sources(root, as_of, label_as_of), settings)
 
 
-def training_frame(
-    as_of: date | str, label_as_of: date | str | None = None, lake_root: str | Path | None = None
-):  # noqa: ANN201 - pandas.DataFrame, an optional dependency
+def training_frame(as_of: date | str, label_as_of: date | str | None = None, lake_root: str | Path | None = None):  # noqa: ANN201 - pandas.DataFrame, an optional dependency
     """:func:`training_set` as a pandas DataFrame (NUMERIC columns hold exact ``decimal.Decimal``)."""
     try:
         import pandas  # noqa: F401
@@ -268,12 +252,9 @@ def write_training_set(
             }
             for t, p in sources.files.items()
         },
-        "leakage_check": (
-            f"passed: every feature from as_of={sources.as_of}, labels from as_of={sources.label_as_of}"
-        ),
+        "leakage_check": (f"passed: every feature from as_of={sources.as_of}, labels from as_of={sources.label_as_of}"),
         "created_at": datetime.now(UTC).isoformat(),
-        "versions": {k: v for k, v in manifest.versions().items() if k != "postgresql"}
-        | {"pyarrow": pa.__version__},
+        "versions": {k: v for k, v in manifest.versions().items() if k != "postgresql"} | {"pyarrow": pa.__version__},
     }
     text = json.dumps(meta, indent=2) + "\n"
     if label_as_of is not None:
@@ -324,9 +305,7 @@ class TrainingSet(luigi.Task):
             return False
         recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
         published = {
-            d.isoformat(): m.run_id
-            for d, m in month_records(self.settings().lake_root).items()
-            if m.published
+            d.isoformat(): m.run_id for d, m in month_records(self.settings().lake_root).items() if m.published
         }
         return bool(recorded) and all(published.get(s["as_of"]) == s["run_id"] for s in recorded.values())
 

@@ -35,9 +35,7 @@ MARCH = "2024-03-31"
 
 def environment(lake_root: Path, pg_dsn: str, pg_schema: str) -> dict[str, str]:
     """The environment of a subprocess: this lake, database and schema, nothing from the developer's."""
-    keep = {
-        k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG"))
-    }
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG"))}
     return {
         **keep,
         "LAKE_ROOT": str(lake_root),
@@ -47,9 +45,7 @@ def environment(lake_root: Path, pg_dsn: str, pg_schema: str) -> dict[str, str]:
     }
 
 
-def cli(
-    env: dict[str, str], *args: str, stdin: str | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess:
+def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m pipeline ARGS`` from the repository root, as a person runs ``streamflow ARGS``."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
@@ -104,9 +100,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Publishe
 def run_cli(pipeline_env: dict[str, str]):
     """Run ``python -m pipeline ARGS`` with this test's lake, database and schema."""
 
-    def run(
-        *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-    ) -> subprocess.CompletedProcess:
+    def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
         return cli({**pipeline_env, **(env or {})}, *args, stdin=stdin)
 
     return run
@@ -148,9 +142,7 @@ def test_status_json_has_one_entry_per_month_with_both_run_ids(published: Publis
     assert report["postgres"]["schema"] == published.pg_schema
     assert [m["as_of"] for m in report["months"]] == [JAN.isoformat(), FEB.isoformat()]
     for month in report["months"]:
-        record = manifest.read(
-            Lake(published.root).manifest(JAN if month["as_of"] == JAN.isoformat() else FEB)
-        )
+        record = manifest.read(Lake(published.root).manifest(JAN if month["as_of"] == JAN.isoformat() else FEB))
         assert month["status"] == "published" and month["agrees"] is True
         assert month["run_id"] == month["postgres_run_id"] == record["run_id"]
         assert month["changes"]["users"]["inserted"] == record["tables"]["users"]["inserted"]
@@ -159,9 +151,7 @@ def test_status_json_has_one_entry_per_month_with_both_run_ids(published: Publis
 
 def test_status_with_postgres_down_shows_the_lake_side_and_one_error_line(published: PublishedLake):
     port = free_port()
-    result = cli(
-        {**published.env, "POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:{port}/postgres"}, "status"
-    )
+    result = cli({**published.env, "POSTGRES_DSN": f"postgresql://postgres@127.0.0.1:{port}/postgres"}, "status")
     assert result.returncode == 4
     assert month_line(result.stdout, FEB.isoformat()).split()[:3] == [FEB.isoformat(), "published", "7140"]
     assert "PostgreSQL could not be asked" in result.stdout
@@ -195,9 +185,7 @@ def test_failed_third_month_shows_failed_and_agrees_until_postgres_loses_februar
     assert march_json["status"] == "failed" and march_json["checks_failed"] == 1
     assert march_json["failed_attempts"] == 1 and march_json["postgres_run_id"] is None
 
-    pg.execute(
-        sql.SQL("DELETE FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [FEB]
-    )
+    pg.execute(sql.SQL("DELETE FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [FEB])
     result = run_cli("status")
     assert result.returncode == 3
     assert month_line(result.stdout, FEB.isoformat()).endswith("DISAGREES")

@@ -105,8 +105,7 @@ def test_other_seed_other_bytes_same_ids(tmp_path, con):
         assert a[name] != b[name], name
     # ids belong to the user index, not to the seed
     ids = [
-        con.execute(f"SELECT list(user_id) FROM {csv(tmp_path / x / 'month_000', 'users')}").fetchone()[0]
-        for x in "ab"
+        con.execute(f"SELECT list(user_id) FROM {csv(tmp_path / x / 'month_000', 'users')}").fetchone()[0] for x in "ab"
     ]
     assert ids[0] == ids[1]
 
@@ -135,14 +134,10 @@ def test_id_scheme_unique_beyond_ten_million_users(con):
 
 def test_every_file_has_the_same_users_in_a_month(drops, con):
     for month, (_, folder) in enumerate(drops):
-        users = con.execute(f"SELECT list(user_id ORDER BY user_id) FROM {csv(folder, 'users')}").fetchone()[
-            0
-        ]
+        users = con.execute(f"SELECT list(user_id ORDER BY user_id) FROM {csv(folder, 'users')}").fetchone()[0]
         assert len(users) == USERS + month * round(USERS * 0.02)
         for table in TABLES:
-            other = con.execute(
-                f"SELECT list(user_id ORDER BY user_id) FROM {csv(folder, table)}"
-            ).fetchone()[0]
+            other = con.execute(f"SELECT list(user_id ORDER BY user_id) FROM {csv(folder, table)}").fetchone()[0]
             assert other == users, (folder.name, table)
 
 

@@ -63,17 +63,14 @@ def test_snapshots_view_has_every_published_month_with_as_of(con: duckdb.DuckDBP
         assert counts == {d: csv_count(SEED_MONTHS[d] / f"{table}.csv") for d in (JAN, FEB)}, table
     types = dict(
         con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = 'usage_agg_30d_snapshots'"
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'usage_agg_30d_snapshots'"
         ).fetchall()
     )
     assert types["as_of"] == "DATE" and types["watch_hours_30d"] == "DECIMAL(38,10)"
 
 
 def test_table_view_is_the_latest_published_month(con: duckdb.DuckDBPyConnection):
-    assert con.execute("SELECT count(*) FROM users").fetchone()[0] == csv_count(
-        SEED_MONTHS[FEB] / "users.csv"
-    )
+    assert con.execute("SELECT count(*) FROM users").fetchone()[0] == csv_count(SEED_MONTHS[FEB] / "users.csv")
     assert (
         con.execute(
             "SELECT count(*) FROM (SELECT * FROM labels EXCEPT SELECT * EXCLUDE (as_of) "
@@ -83,12 +80,8 @@ def test_table_view_is_the_latest_published_month(con: duckdb.DuckDBPyConnection
     )
 
 
-def test_runs_has_one_row_per_month_from_the_manifests(
-    published: PublishedLake, con: duckdb.DuckDBPyConnection
-):
-    rows = con.execute(
-        "SELECT as_of, status, run_id, users, users_inserted, checks_failed FROM runs"
-    ).fetchall()
+def test_runs_has_one_row_per_month_from_the_manifests(published: PublishedLake, con: duckdb.DuckDBPyConnection):
+    rows = con.execute("SELECT as_of, status, run_id, users, users_inserted, checks_failed FROM runs").fetchall()
     for d, (as_of, status, run_id, users, inserted, failed) in zip((JAN, FEB), rows, strict=True):
         record = json.loads(Lake(published.root).manifest(d).read_text())
         assert (as_of, status, run_id, failed) == (d, "published", record["run_id"], 0)
@@ -111,9 +104,7 @@ def test_a_partition_without_a_published_manifest_is_invisible(published: Publis
         assert c.execute("SELECT as_of, status FROM runs ORDER BY as_of").fetchall()[-1] == (march, "failed")
 
 
-def test_history_of_a_user_whose_subscription_changed(
-    published: PublishedLake, con: duckdb.DuckDBPyConnection
-):
+def test_history_of_a_user_whose_subscription_changed(published: PublishedLake, con: duckdb.DuckDBPyConnection):
     jan, feb = (Lake(published.root).snapshot_file("subscriptions", d) for d in (JAN, FEB))
     user, old, new = duckdb.execute(
         f"SELECT j.user_id, j.contract_type, f.contract_type "
@@ -122,8 +113,7 @@ def test_history_of_a_user_whose_subscription_changed(
         f"WHERE j.contract_type <> f.contract_type ORDER BY 1 LIMIT 1"
     ).fetchone()
     history = con.execute(
-        "SELECT version, contract_type, valid_from, valid_to FROM subscriptions_history "
-        "WHERE user_id = ? ORDER BY 1",
+        "SELECT version, contract_type, valid_from, valid_to FROM subscriptions_history WHERE user_id = ? ORDER BY 1",
         [user],
     ).fetchall()
     assert history == [(1, old, JAN, FEB), (2, new, FEB, None)]
@@ -188,14 +178,11 @@ def test_history_collapses_equal_months_and_closes_users_who_left(tmp_path: Path
     root = tmp_path / "lake"
     write_month(root, M1, [user("a", "F"), user("b", "F"), user("c", "M"), user("d", None)])
     write_month(root, M2, [user("a", "F"), user("b", "M"), user("d", None)])  # b changed, c left
-    write_month(
-        root, M3, [user("a", "F"), user("b", "M"), user("c", "M"), user("d", None, None)]
-    )  # c is back
+    write_month(root, M3, [user("a", "F"), user("b", "M"), user("c", "M"), user("d", None, None)])  # c is back
     write_month(root, M4, [user("a", "X")], published=False)  # a failed month is never read
     with lake.connect(root) as c:
         history = c.execute(
-            "SELECT user_id, version, user_gender, valid_from, valid_to FROM users_history "
-            "ORDER BY user_id, version"
+            "SELECT user_id, version, user_gender, valid_from, valid_to FROM users_history ORDER BY user_id, version"
         ).fetchall()
         runs = c.execute("SELECT as_of, status FROM runs").fetchall()
     assert history == [
@@ -216,8 +203,7 @@ def test_an_empty_lake_has_every_view_and_no_rows(tmp_path: Path):
             assert c.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == 0, name
         types = dict(
             c.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_name = 'users_history'"
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'users_history'"
             ).fetchall()
         )
     assert types["valid_from"] == "DATE" and types["signup_date"] == "DATE"

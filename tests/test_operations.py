@@ -169,9 +169,7 @@ def test_replace_recomputes_the_month_and_every_later_one(run_luigi, tmp_path, l
     assert manifest(lake2, FEB)["replaced"], "February was recomputed and says so"
 
 
-def test_replacing_the_only_month_removes_the_users_the_correction_dropped_from_live(
-    settings, tmp_path, pg, pg_schema
-):
+def test_replacing_the_only_month_removes_the_users_the_correction_dropped_from_live(settings, tmp_path, pg, pg_schema):
     """Live holds the month being corrected, not the one before it: the whole corrected month is
     upserted and the live keys it no longer has are deleted (#6 regression: the first month's
     correction once took the incremental path, which only deletes what a full dump removed)."""

@@ -76,9 +76,7 @@ def test_one_row_per_user_known_at_as_of_with_every_feature_and_the_label(publis
     }
 
 
-def test_features_equal_the_as_of_snapshot_and_would_differ_from_the_latest(
-    published: PublishedLake, january
-):
+def test_features_equal_the_as_of_snapshot_and_would_differ_from_the_latest(published: PublishedLake, january):
     """The leak test: the seed's February changed features of many users; a set that joined the latest
     snapshot instead of January's would hold February's values for them, and this test would fail."""
     con = duckdb.connect()
@@ -150,9 +148,7 @@ def test_training_frame_is_the_same_set_as_a_dataframe(published: PublishedLake,
 
 def test_training_frame_without_pandas_says_how_to_get_it(published: PublishedLake, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
-    with pytest.raises(
-        ImportError, match="training_frame needs pandas, which is not installed: pip install pandas"
-    ):
+    with pytest.raises(ImportError, match="training_frame needs pandas, which is not installed: pip install pandas"):
         training_frame(JAN, lake_root=published.root)
 
 
