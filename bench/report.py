@@ -9,7 +9,7 @@ TOOLS = ("pipeline", "rerun", "baseline", "peer", "floor")
 GB = 2**30
 
 # pipeline log lines: "stage   users      1000000 rows    1.23s ..." / "load staging  users  1000000 rows  0.50s"
-_STEP_LINE = re.compile(r"pipeline\.(?:month|pgsql): (stage|merge|load staging)\s+(\S+)\s+(\d+) rows\s+([\d.]+)s")
+_STEP_LINE = re.compile(r"pipeline\.(?:month|pg\.staging): (stage|merge|load staging)\s+(\S+)\s+(\d+) rows\s+([\d.]+)s")
 
 
 def median_run(samples: list[dict]) -> dict | None:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         _install_sql_trace(args.trace_sql)
 
     from pipeline.config import PostgresSettings, Settings
-    from pipeline.month import run_month
+    from pipeline.publish import run_month
 
     imported = time.perf_counter()
     settings = Settings(lake_root=args.lake, postgres=PostgresSettings(dsn=args.dsn, schema=args.schema))

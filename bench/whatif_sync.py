@@ -4,7 +4,7 @@ Loads one drop into UNLOGGED staging tables (COPY, as the pipeline's staging is)
 transactions, per table, ways to fill the live table and the month's snapshot partition:
 
   live_as_pipeline      INSERT … ON CONFLICT (key) DO UPDATE … WHERE (…) IS DISTINCT FROM (…), into a
-                        table with its primary key and REFERENCES users (what pipeline.pgsql does)
+                        table with its primary key and REFERENCES users (what pipeline.pg does)
   live_no_fk            the same, without the REFERENCES constraint (Soda already checked references)
   live_plain_insert     plain INSERT into the empty table with key and reference (first month only)
   live_index_after      INSERT into a table without any index, then ADD PRIMARY KEY

@@ -23,6 +23,7 @@ _KNOWN_KEYS = {
     "duckdb_memory_limit",
     "duckdb_threads",
     "postgres_schema",
+    "lock_timeout",
 }
 POSTGRES_ENV = ("POSTGRES_DSN", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
 
@@ -64,6 +65,8 @@ class Settings:
     max_delete_ratio: float = 0.10  # --full-dump may delete at most this share of users unless confirmed
     duckdb_memory_limit: str = "1GB"  # DuckDB spills to <lake>/_tmp/duckdb beyond this
     duckdb_threads: int = 0  # 0 = DuckDB's default (all cores)
+    # how long a publish waits for a lock a consumer's session holds (PostgreSQL interval; "0": for ever)
+    lock_timeout: str = "2min"
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
 
     def with_(self, **changes: object) -> Settings:
@@ -115,6 +118,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
             max_delete_ratio=float(values.get("max_delete_ratio", 0.10)),  # type: ignore[arg-type]
             duckdb_memory_limit=str(values.get("duckdb_memory_limit", "1GB")),
             duckdb_threads=int(values.get("duckdb_threads", 0)),  # type: ignore[call-overload]
+            lock_timeout=str(values.get("lock_timeout", "2min")),
             postgres=PostgresSettings.from_env(env, schema=schema),
         )
     except ValueError as e:

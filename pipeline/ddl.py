@@ -148,9 +148,9 @@ def profile_view(schema: Schema, pg_schema: str) -> str:
 
 
 def all_tables(schema: Schema, pg_schema: str) -> list[str]:
-    """Every statement that makes the consumers' tables exist, in dependency order."""
+    """Every statement that makes the consumers' tables exist, in dependency order (the profile view,
+    which reads them, is made by :func:`pipeline.pg.tables.ensure_tables` only when it changed)."""
     return [
         *(live_table(t, pg_schema) for t in schema.tables),
         *(snapshot_table(t, pg_schema) for t in schema.tables),
-        profile_view(schema, pg_schema),
     ]

@@ -1,38 +1,30 @@
-"""One month, as plain functions: plan, stage each table, merge each table, then gate and publish.
+"""One month, as plain functions: its plan, and the steps before the publish (stage each table, merge
+each table). :mod:`pipeline.publish` gates and publishes; its :func:`~pipeline.publish.run_month` calls
+every step in order for tests, benchmarks and scripts, the Luigi tasks (:mod:`pipeline.tasks`) one
+step at a time.
 
-The Luigi tasks (:mod:`pipeline.tasks`) call these one step at a time; :func:`run_month` calls them in
-order for tests, benchmarks and scripts. Work in progress lives in ``<lake>/_work/as_of=…/`` under
-names that encode their inputs (the source file's fingerprint, the previous month, the merge mode),
-so a stale intermediate is never mistaken for a fresh one, and a rerun picks up where a crash left.
-
-Publication order, chosen so a crash anywhere leaves a state a rerun completes:
-ONE PostgreSQL transaction opened, the live upsert running in it while, on other connections, staging
-is loaded (the month's partitions, keyed) and the Soda checks run on each table as it is staged →
-checks pass (else rollback, the upsert stopped) → snapshots attached, pipeline_runs row → commit →
-lake partitions renamed into place → staging dropped → manifest written (the month is now published)
-→ work folder removed.
+Work in progress lives in ``<lake>/_work/as_of=…/`` under names that encode their inputs (the source
+file's fingerprint, the previous month, the merge mode), so a stale intermediate is never mistaken for
+a fresh one, and a rerun picks up where a crash left.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import shutil
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
-from pipeline import duck, lakefs, manifest, pgsql, quality
+from pipeline import duck, lakefs, manifest
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
+from pipeline.errors import ConfigError, LakeStateError, PipelineError, PublishedMonthError
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
-from pipeline.stage import SourceFile, StageResult, drop_file, fingerprint, sha256_of, stage_table
+from pipeline.stage import StageResult, fingerprint, sha256_of, stage_table
 
 log = logging.getLogger(__name__)
 
@@ -220,278 +212,3 @@ def refuse_changed_published_month(plan: MonthPlan, changed: dict[str, tuple[str
 def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "") -> None:
     rate = rows / seconds if seconds else 0.0
     log.info("%-7s %-18s %9d rows  %6.2fs  %10.0f rows/s  %s", stage, table, rows, seconds, rate, extra)
-
-
-@dataclass
-class PublishOptions:
-    confirm_deletions: bool = False
-    republish: bool = False  # publish again even though the month is published from the same drop
-    extra: dict = field(default_factory=dict)
-
-
-def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions | None = None) -> dict:
-    """Gate and publish a staged and merged month. Returns its manifest.
-
-    Holds the month's lock throughout: a second run of the same month waits, then finds it published
-    (from the same drop) and does nothing."""
-    options = options or PublishOptions()
-    with lakefs.month_lock(plan.lake, plan.as_of):
-        published = published_months(plan.lake).get(plan.as_of)
-        if published is not None and not options.republish and not changed_sources(plan, published):
-            log.info(
-                "month %s was published by another run meanwhile (run %s): nothing to do",
-                plan.as_of,
-                published["run_id"],
-            )
-            return published
-        lakefs.sweep_month(plan.lake, plan.as_of)
-        return _publish_locked(settings, plan, options)
-
-
-def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> dict:
-    schema = load_schema()
-    started_at = datetime.now(UTC)
-    run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    stages = {
-        t.name: StageResult.from_json((plan.stage_dir(t.name) / "result.json").read_text()) for t in schema.tables
-    }
-    merges = {
-        t.name: MergeResult.from_json((plan.merge_dir(t.name) / "result.json").read_text()) for t in schema.tables
-    }
-    _check_deletions(settings, plan, schema, merges, options)
-    previous_manifest = published_months(plan.lake).get(plan.previous) if plan.previous else None
-    timings: dict[str, float] = {
-        "stage": round(sum(s.seconds for s in stages.values()), 3),
-        "merge": round(sum(m.seconds for m in merges.values()), 3),
-    }
-    dsn = pgsql.resolve_dsn(settings.postgres, settings.lake_root)
-    pg_schema = settings.postgres.schema
-    try:
-        # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
-        with (
-            pgsql.connect(dsn, autocommit=True) as conn,
-            duck.connect(settings) as con,
-            pgsql.errors_are_clear(dsn, plan.as_of),
-        ):
-            pgsql.ensure_tables(conn, schema, pg_schema)
-            merged = {
-                t: pgsql.MergedTable(
-                    plan.merge_dir(t) / "data.parquet", plan.merge_dir(t) / "changes.parquet", merges[t].counts
-                )
-                for t in schema.table_names
-            }
-            scratch = plan.lake.work(plan.as_of) / "copy"
-            log.info(
-                "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
-                "while the month is loaded into staging schema %s and checked there, and it commits only if "
-                "the checks pass",
-                plan.as_of,
-                pgsql.describe(dsn),
-                pg_schema,
-                pgsql.staging_schema(pg_schema, plan.as_of),
-            )
-            server_version = pgsql.server_version(conn)
-            root = schema.root.name
-            variables = {
-                "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
-                "VOLUME_RATIO": repr(settings.volume_change_ratio),
-            }
-            stage = pgsql.staging_schema(pg_schema, plan.as_of)
-            with (
-                pgsql.publishing(conn, con, schema, pg_schema, plan.as_of, plan.previous, merged, scratch) as pub,
-                quality.Gate(dsn, schema, stage, plan.as_of, variables) as gate,
-            ):
-                t0 = time.perf_counter()
-
-                def loaded(table: str) -> None:
-                    pub.staged(table)  # the live upsert may read it
-                    gate.loaded(table)  # its checks may run
-
-                pgsql.load_staging(
-                    dsn,
-                    pub.snapshots,
-                    pg_schema,
-                    plan.as_of,
-                    _volume_rows(schema, stages, merges, previous_manifest),
-                    connections=duck.parallel_jobs(settings, pgsql.staging_connections(pub.live_writes)),
-                    on_loaded=loaded,
-                    first=pub.live_reads,
-                )
-                timings["load_staging"] = round(time.perf_counter() - t0, 3)
-                failpoint("staging_loaded")
-                t0 = time.perf_counter()
-                report = gate.report()
-                timings["checks"] = report.seconds
-                timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
-                record = manifest.build(
-                    plan=plan,
-                    run_id=run_id,
-                    stages=stages,
-                    merges=merges,
-                    checks=report.summary(),
-                    timings=timings,
-                    started_at=started_at,
-                    postgres=pgsql.describe(dsn),
-                    pg_schema=pg_schema,
-                    server_version=server_version,
-                    previous=previous_manifest,
-                    extra=options.extra,
-                )
-                _record_replaced(plan, record)
-                if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
-                    record["status"] = manifest.FAILED
-                    manifest.write_attempt(plan.lake, record)
-                    quality.raise_if_failed(report, plan.as_of)
-                failpoint("checked")
-                t0 = time.perf_counter()
-                sync = pub.finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
-            # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
-            timings["sync"] = round(time.perf_counter() - t0, 3)
-            timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
-            failpoint("committed")
-            _publish_lake(plan, schema)
-            failpoint("lake_published")
-            pgsql.drop_staging(conn, pg_schema, plan.as_of)
-    except Exception:
-        pgsql.drop_staging_quietly(dsn, pg_schema, plan.as_of)  # a failed month leaves no staging behind
-        raise
-    record["timings"] = timings
-    record["live_updated"] = sync.live_updated
-    record["status"] = manifest.PUBLISHED
-    record["published_at"] = datetime.now(UTC).isoformat()
-    manifest.write(plan.lake, record)
-    failpoint("manifest_written")
-    shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
-    log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
-    return record
-
-
-def _record_replaced(plan: MonthPlan, record: dict) -> None:
-    """A correction keeps the history of the runs it replaces in its manifest."""
-    replaced = published_months(plan.lake).get(plan.as_of)
-    if replaced is not None:
-        record["replaced"] = [
-            *replaced.get("replaced", []),
-            {
-                "run_id": replaced["run_id"],
-                "published_at": replaced.get("published_at"),
-                "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
-            },
-        ]
-
-
-def _check_deletions(
-    settings: Settings, plan: MonthPlan, schema: Schema, merges: dict[str, MergeResult], options: PublishOptions
-) -> None:
-    users = merges[schema.root.name]
-    if not plan.full_dump or not users.previous_rows or options.confirm_deletions:
-        return
-    share = users.deleted / users.previous_rows
-    if share > settings.max_delete_ratio:
-        raise DeletionLimitError(
-            f"month {plan.as_of} (--full-dump) would delete {users.deleted} of {users.previous_rows} users "
-            f"({100 * share:.1f}%), more than the allowed {100 * settings.max_delete_ratio:g}%. If the drop is "
-            f"right, run again with --confirm-deletions (or raise [pipeline] max_delete_ratio); nothing was published."
-        )
-
-
-def _volume_rows(
-    schema: Schema, stages: dict[str, StageResult], merges: dict[str, MergeResult], previous: dict | None
-) -> list[dict]:
-    rows = []
-    for table in schema.table_names:
-        prev_files = (previous or {}).get("files", {})
-        rows.append(
-            {
-                "table_name": table,
-                "drop_rows": stages[table].source.rows,
-                "previous_drop_rows": prev_files.get(table, {}).get("rows", 0),
-                "snapshot_rows": merges[table].rows,
-                "previous_snapshot_rows": merges[table].previous_rows,
-                "deleted_rows": merges[table].deleted,
-            }
-        )
-    return rows
-
-
-def _publish_lake(plan: MonthPlan, schema: Schema) -> None:
-    """Rename the month's typed drop and snapshot of every table into place (one rename each)."""
-    for i, table in enumerate(schema.table_names):
-        if i == len(schema.table_names) // 2:
-            failpoint("lake_half_renamed")
-        for src, dest in (
-            (plan.stage_dir(table) / "data.parquet", plan.lake.raw(table, plan.as_of)),
-            (plan.merge_dir(table) / "data.parquet", plan.lake.snapshot(table, plan.as_of)),
-        ):
-            if not src.exists():  # renamed by an earlier attempt that crashed before its manifest
-                continue
-            with lakefs.atomic_dir(dest) as tmp:
-                src.rename(tmp / "data.parquet")
-
-
-def run_month(
-    settings: Settings,
-    as_of: date,
-    source: str | Path | None = None,
-    *,
-    full_dump: bool = False,
-    replace: bool = False,
-    options: PublishOptions | None = None,
-) -> dict:
-    """Stage, merge and publish one month in this process (the previous month must be published).
-    A published month with the same drop is left as it is; a different drop needs ``replace``."""
-    plan = plan_month(settings, as_of, source, full_dump)
-    schema = load_schema()
-    published = published_months(plan.lake).get(as_of)
-    if published is not None:
-        changed = changed_sources(plan, published, schema)
-        if not changed:
-            log.info("month %s is already published from the same drop: nothing to do", as_of)
-            return published
-        if not replace:
-            refuse_changed_published_month(plan, changed)
-    for table in schema.table_names:
-        drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
-    stage_and_merge(settings, plan, schema)
-    record = publish_month(settings, plan, options)
-    if published is not None:
-        recompute_later_months(settings, as_of, options)
-    return record
-
-
-def recompute_later_months(settings: Settings, after: date, options: PublishOptions | None = None) -> list[date]:
-    """After a correction of month ``after``: rebuild every later published month on top of it, from the
-    typed drops kept in ``<lake>/raw``, gate and publish each again (PostgreSQL's snapshot rows and run
-    rows are updated, live too when the latest month changes). Returns the months recomputed."""
-    lake = lakefs.Lake(settings.lake_root)
-    schema = load_schema()
-    options = dataclasses.replace(options or PublishOptions(), republish=True)
-    later = sorted(d for d in published_months(lake) if d > after)
-    for as_of in later:
-        record = published_months(lake)[as_of]
-        plan = MonthPlan(
-            lake=lake,
-            as_of=as_of,
-            source=Path(record["source"]),
-            previous=previous_as_of(settings, as_of),
-            full_dump=record.get("mode") == "full-dump",
-            from_raw=True,
-        )
-        log.info("recomputing %s on top of the corrected %s", as_of, after)
-        for table in schema.table_names:
-            stage_dir = plan.stage_dir(table)
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(lake.raw(table, as_of) / "data.parquet", stage_dir / "data.parquet")
-            lakefs.write_text_atomic(
-                stage_dir / "result.json",
-                StageResult(
-                    table=table,
-                    source=SourceFile(**record["files"][table]),
-                    rows=record["files"][table]["rows"],
-                    rejected=record["rejects"].get(table, 0),
-                    missing_columns=record.get("missing_columns", {}).get(table, []),
-                ).to_json(),
-            )
-            merge_one(settings, plan, table, schema)
-        publish_month(settings, plan, options)
-    return later

@@ -13,12 +13,12 @@ The verdict is the same as one scan of everything: the month passes only if ever
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import os
-import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -26,7 +26,8 @@ from types import TracebackType
 
 from psycopg.conninfo import conninfo_to_dict
 
-from pipeline.errors import QualityGateError
+from pipeline.errors import PostgresUnavailableError, QualityGateError
+from pipeline.pg.connect import describe
 from pipeline.schema import PROJECT_ROOT, Schema, Table
 
 log = logging.getLogger(__name__)
@@ -94,21 +95,30 @@ def generated_table_checks(table: Table) -> str:
     or with a repeated one (with its line), and the staged partition gets its primary key (key, as_of)
     before the checks run, so PostgreSQL itself refuses a month with a missing or repeated key. A
     ``duplicate_count`` would only scan every table a second time for what cannot be there."""
-    types = "\n".join(f"            {c.name}: {_SODA_TYPES[c.pg_type]}" for c in table.columns)
-    required = ", ".join(table.column_names)
-    lines = [
-        f"checks for {table.name}:",
-        "  - row_count > 0:",
-        f"      name: {table.name} is not empty",
-        "  - schema:",
-        f"      name: {table.name} has the columns and types of sql/schema.sql",
-        "      fail:",
-        f"        when required column missing: [{required}]",
-        "        when wrong column type:",
-        types,
+    import yaml
+
+    checks: list[dict] = [
+        {"row_count > 0": {"name": f"{table.name} is not empty"}},
+        {
+            "schema": {
+                "name": f"{table.name} has the columns and types of sql/schema.sql",
+                "fail": {
+                    "when required column missing": table.column_names,
+                    "when wrong column type": {c.name: _SODA_TYPES[c.pg_type] for c in table.columns},
+                },
+            }
+        },
     ]
-    lines += _reference_checks(table)
-    return "\n".join(lines) + "\n"
+    checks += [
+        {
+            f"values in ({c.name}) must exist in {c.references} ({c.name})": {
+                "name": f"every {table.name} {c.name} exists in {c.references}"
+            }
+        }
+        for c in table.columns
+        if c.references
+    ]
+    return yaml.safe_dump({f"checks for {table.name}": checks}, sort_keys=False)
 
 
 def check_files(schema: Schema, checks_dir: Path = CHECKS_DIR) -> dict[str | None, list[Path]]:
@@ -128,17 +138,6 @@ def check_files(schema: Schema, checks_dir: Path = CHECKS_DIR) -> dict[str | Non
     return files
 
 
-def _reference_checks(table: Table) -> list[str]:
-    lines = []
-    for column in table.columns:
-        if column.references:
-            lines += [
-                f"  - values in ({column.name}) must exist in {column.references} ({column.name}):",
-                f"      name: every {table.name} {column.name} exists in {column.references}",
-            ]
-    return lines
-
-
 def _disable_soda_telemetry() -> None:
     """Soda reads its settings once, from the first config file it finds; point it at ours before
     anything imports soda.scan, so it never tries to send usage statistics."""
@@ -148,19 +147,30 @@ def _disable_soda_telemetry() -> None:
 
 
 def _data_source_yaml(dsn: str, schema_name: str) -> str:
+    """Soda's data source for the staging schema, as YAML dumped from a mapping (so any name reads back
+    as itself). The password is not in it: see :func:`_set_password`."""
+    import yaml
+
     params = conninfo_to_dict(dsn)
-    lines = [
-        f"data_source {DATA_SOURCE}:",
-        "  type: postgres",
-        f"  host: '{params.get('host') or 'localhost'}'",
-        f"  port: '{params.get('port') or 5432}'",
-        f"  username: '{params.get('user') or 'postgres'}'",
-        f"  database: '{params.get('dbname') or params.get('user') or 'postgres'}'",
-        f"  schema: '{schema_name}'",
-    ]
-    if params.get("password"):
-        lines.append("  password: ${STREAMFLOW_PG_PASSWORD}")
-    return "\n".join(lines) + "\n"
+    source = {
+        "type": "postgres",
+        "host": str(params.get("host") or "localhost"),
+        "port": str(params.get("port") or 5432),
+        "username": str(params.get("user") or "postgres"),
+        "database": str(params.get("dbname") or params.get("user") or "postgres"),
+        "schema": schema_name,
+    }
+    return yaml.safe_dump({f"data_source {DATA_SOURCE}": source}, sort_keys=False)
+
+
+def _set_password(scan: object, dsn: str) -> None:
+    """Give Soda's data source the password as a value, after its configuration text was parsed: Soda
+    resolves templates in that text and parses it as YAML, so a password written into it could be cut
+    short, misread, or printed in an error about the text."""
+    password = conninfo_to_dict(dsn).get("password")
+    if password:
+        properties = scan._configuration.data_source_properties_by_name[DATA_SOURCE]  # type: ignore[attr-defined]
+        properties["password"] = str(password)
 
 
 # How the gate's own PostgreSQL session plans. Its only joins are the reference checks: a table's staged
@@ -201,6 +211,27 @@ def _close_connections(scan: object) -> None:
             data_source.connection = None
 
 
+class GateConnectionLost(Exception):
+    """The gate's own PostgreSQL session failed: an infrastructure failure, not a failed check."""
+
+
+# SQLSTATEs of a server that went away (see pipeline.pg.connect); Soda connects with psycopg2
+_GONE_STATES = ("57P01", "57P02", "57P03")
+
+
+def _connection_failure(error: BaseException | None) -> bool:
+    """Whether an error Soda caught is its connection failing (the server went away, the backend was
+    terminated), rather than a query failing on a connection that works."""
+    import psycopg2
+
+    if isinstance(error, psycopg2.InterfaceError):  # the connection was already closed
+        return True
+    if isinstance(error, psycopg2.OperationalError):
+        code = error.pgcode
+        return code is None or code.startswith("08") or code in _GONE_STATES
+    return False
+
+
 def _scan(
     dsn: str, staging_schema: str, as_of: date, variables: dict[str, str], sodacl: list[tuple[str, str]]
 ) -> list[CheckResult]:
@@ -211,12 +242,17 @@ def _scan(
     scan.set_scan_definition_name(f"streamflow-{as_of.isoformat()}")
     scan.set_data_source_name(DATA_SOURCE)
     scan.add_configuration_yaml_str(_data_source_yaml(dsn, staging_schema))
+    _set_password(scan, dsn)
     scan.add_variables({"AS_OF": as_of.isoformat(), **variables})
     for text, file_name in sodacl:
         scan.add_sodacl_yaml_str(text, file_name=file_name)
     try:
         _configure_session(scan)
         scan.execute()
+    except Exception as error:
+        if _connection_failure(error):
+            raise GateConnectionLost(" ".join(str(error).split())) from error
+        raise
     finally:
         _close_connections(scan)
     results = [
@@ -230,6 +266,9 @@ def _scan(
         for c in scan.get_scan_results().get("checks", [])
     ]
     if scan.has_error_logs():
+        lost = [e for e in scan.get_error_logs() if _connection_failure(e.exception)]
+        if lost:
+            raise GateConnectionLost(" ".join(str(lost[0].exception).split()))
         errors = "; ".join(str(e.message) for e in scan.get_error_logs())
         results.append(
             CheckResult(
@@ -240,10 +279,10 @@ def _scan(
 
 
 class Gate:
-    """The checks of one staged month, run as its tables arrive: call :meth:`loaded` as each table's
-    partition commits (any thread), then :meth:`report` once staging is done. Use it as a context
-    manager: leaving the block waits for the scan in progress (its connection holds locks on staging)
-    and skips the rest."""
+    """The checks of one staged month, run as its tables arrive, one Soda scan at a time: a table's
+    rules as soon as its ``staged`` future and the root's are resolved (their partitions committed),
+    then, in :meth:`report`, the rules across tables. Use it as a context manager: leaving the block
+    waits for the scan in progress (its connection holds locks on staging) and cancels the rest."""
 
     def __init__(
         self,
@@ -252,25 +291,22 @@ class Gate:
         staging_schema: str,
         as_of: date,
         variables: dict[str, str],
+        staged: dict[str, Future[int]],
         checks_dir: Path = CHECKS_DIR,
     ) -> None:
         _disable_soda_telemetry()
         logging.getLogger("soda").setLevel(logging.WARNING)
-        password = conninfo_to_dict(dsn).get("password")
-        if password:  # Soda resolves ${VAR} in the configuration from the environment: the password stays out of text
-            os.environ["STREAMFLOW_PG_PASSWORD"] = str(password)
         self._scan = functools.partial(_scan, dsn, staging_schema, as_of, variables)
+        self._dsn, self._as_of = dsn, as_of
         self._schema = schema
         self._files = check_files(schema, checks_dir)
         self._started = time.perf_counter()
-        self._scanned = 0.0  # seconds spent in scans, summed
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="quality-gate")
         self._lock = threading.Lock()
-        self._results: list[CheckResult] = []
-        self._arrived: list[str] = []
-        self._tables: queue.SimpleQueue = queue.SimpleQueue()  # tables ready to scan; None: no more
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._scan_tables, name="quality-gate", daemon=True)
-        self._worker.start()
+        self._scans: dict[str, Future[tuple[list[CheckResult], float]]] = {}
+        self._root = staged[schema.root.name]
+        for name in schema.table_names:
+            staged[name].add_done_callback(functools.partial(self._when_staged, name))
 
     def __enter__(self) -> Gate:
         return self
@@ -278,32 +314,33 @@ class Gate:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if kind is not None:
-            self._stop.set()
-        self._tables.put(None)
-        self._worker.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def loaded(self, name: str) -> None:
-        """Table ``name``'s staging partition is committed. Its rules run once the root's is too."""
-        root = self._schema.root.name
-        ready = []
-        with self._lock:
-            self._arrived.append(name)
-            if name == root:
-                ready = list(self._arrived)
-            elif root in self._arrived:
-                ready = [name]
-        for table in ready:
-            self._tables.put(table)
+    def _when_staged(self, name: str, table: Future[int]) -> None:
+        """A table's rules read the root's partition too (references): they run once both committed."""
+        self._root.add_done_callback(functools.partial(self._ready, name, table))
+
+    def _ready(self, name: str, *staged: Future[int]) -> None:
+        if any(f.cancelled() or f.exception() is not None for f in staged):
+            return  # the load failed: the publish is failing, nothing to check
+        sodacl = [(generated_table_checks(self._schema.table(name)), "generated from sql/schema.sql")]
+        sodacl += [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(name, [])]
+        with self._lock, contextlib.suppress(RuntimeError):  # RuntimeError: the gate is closed
+            self._scans[name] = self._pool.submit(self._timed, sodacl)
 
     def report(self) -> GateReport:
-        """Wait for the tables' scans, run the rules across tables, and return every result."""
-        self._tables.put(None)
-        self._worker.join()
+        """Wait for the tables' scans (every table is staged by now), run the rules across tables, and
+        return every result, table by table in schema order, the rules across tables last."""
+        with self._lock:
+            missing = [name for name in self._schema.table_names if name not in self._scans]
+            if missing:
+                raise RuntimeError(f"quality gate: report() before {', '.join(missing)} was staged")
+            scans = [self._scans[name] for name in self._schema.table_names]
         sodacl = [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(None, [])]
         if sodacl:
-            self._timed(sodacl)
-        report = GateReport(self._results, round(self._scanned, 3))
+            scans.append(self._pool.submit(self._timed, sodacl))
+        outcomes = [scan.result() for scan in scans]
+        report = GateReport([c for results, _ in outcomes for c in results], round(sum(s for _, s in outcomes), 3))
         for check in report.warned:
             log.warning("check warned: %s", check.describe())
         log.info(
@@ -316,23 +353,19 @@ class Gate:
         )
         return report
 
-    def _scan_tables(self) -> None:
-        while (name := self._tables.get()) is not None:
-            if self._stop.is_set():
-                continue
-            table = self._schema.table(name)
-            sodacl = [(generated_table_checks(table), "generated from sql/schema.sql")]
-            sodacl += [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(name, [])]
-            self._timed(sodacl)
-
-    def _timed(self, sodacl: list[tuple[str, str]]) -> None:
+    def _timed(self, sodacl: list[tuple[str, str]]) -> tuple[list[CheckResult], float]:
         started = time.perf_counter()
         try:
             results = self._scan(sodacl)
+        except GateConnectionLost as lost:
+            raise PostgresUnavailableError(
+                f"lost the connection to PostgreSQL at {describe(self._dsn)} while checking {self._as_of}: "
+                f"{lost}. This is not a failed check: nothing of the month was published; run it again once "
+                f"the server is back."
+            ) from None
         except Exception as error:  # noqa: BLE001 - a scan that cannot run fails the gate, with its reason
             results = [CheckResult(f"Soda could not run: {error}", None, None, outcome="error", value=None)]
-        self._scanned += time.perf_counter() - started
-        self._results.extend(results)
+        return results, time.perf_counter() - started
 
 
 def raise_if_failed(report: GateReport, as_of: date) -> None:

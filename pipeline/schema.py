@@ -2,7 +2,7 @@
 
 Everything that needs a column name or a type derives it from here: the CSV read types
 (:mod:`pipeline.stage`), the Parquet/Arrow schema, the DuckDB merge, the PostgreSQL
-staging, snapshot and live tables and the upserts (:mod:`pipeline.pgsql`).
+staging, snapshot and live tables and the upserts (:mod:`pipeline.pg`).
 There is no second list of columns anywhere in the package.
 """
 

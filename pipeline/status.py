@@ -12,7 +12,9 @@ from datetime import date
 from pathlib import Path
 
 from pipeline import lake as lakeviews
-from pipeline import manifest, pgsql
+from pipeline import manifest
+from pipeline.pg import connect as pg
+from pipeline.pg.tables import published_runs
 from pipeline.config import Settings
 from pipeline.errors import PostgresUnavailableError
 from pipeline.schema import load_schema
@@ -131,11 +133,11 @@ def status(settings: Settings) -> StatusReport:
     """The report; PostgreSQL being unavailable is part of it (``postgres_error``), not an exception."""
     months = lake_side(settings.lake_root)
     pg_schema = settings.postgres.schema
-    dsn = pgsql.resolve_dsn(settings.postgres, settings.lake_root)
-    report = StatusReport(Path(settings.lake_root), pgsql.describe(dsn), pg_schema, [])
+    dsn = pg.resolve_dsn(settings.postgres, settings.lake_root)
+    report = StatusReport(Path(settings.lake_root), pg.describe(dsn), pg_schema, [])
     try:
-        with pgsql.connect(dsn) as conn:
-            runs = pgsql.published_runs(conn, pg_schema)
+        with pg.connect(dsn) as conn:
+            runs = published_runs(conn, pg_schema)
     except PostgresUnavailableError as e:
         report.postgres_error = str(e)
         report.months = [months[d] for d in sorted(months)]

@@ -15,7 +15,7 @@ import shutil
 
 import luigi
 
-from pipeline import lakefs
+from pipeline import lakefs, publish
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
@@ -170,7 +170,7 @@ class Month(_MonthParams):
 
     def run(self) -> None:
         settings, plan = self.settings(), self.plan()
-        options = months.PublishOptions(confirm_deletions=self.confirm_deletions)
+        options = publish.PublishOptions(confirm_deletions=self.confirm_deletions)
         published = self._published()
         if published is not None:
             changed = self._changed(published)
@@ -180,9 +180,9 @@ class Month(_MonthParams):
             if not self.replace:
                 months.refuse_changed_published_month(plan, changed)
             log.info("replacing published month %s (%s changed)", self.as_of, ", ".join(changed))
-        months.publish_month(settings, plan, options)
+        publish.publish_month(settings, plan, options)
         if published is not None:
-            months.recompute_later_months(settings, self.as_of, options)
+            publish.recompute_later_months(settings, self.as_of, options)
 
 
 class Backfill(luigi.WrapperTask):

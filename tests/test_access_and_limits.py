@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pipeline.generate import generate_drops
 from pipeline.lakefs import Lake
-from pipeline.month import run_month
+from pipeline.publish import run_month
 from pipeline.schema import load_schema
 from tests.conftest import JAN, PROJECT_ROOT, fresh_database
 

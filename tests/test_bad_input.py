@@ -29,7 +29,7 @@ from psycopg import sql
 
 from pipeline.errors import DropError, PipelineError, RejectedRowsError
 from pipeline.lakefs import Lake
-from pipeline.month import run_month
+from pipeline.publish import run_month
 from pipeline.schema import PROJECT_ROOT, load_schema
 from tests.conftest import JAN, SEEDS
 from tests.drops import (

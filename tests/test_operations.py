@@ -19,7 +19,7 @@ from psycopg import sql
 from pipeline.errors import DeletionLimitError
 from pipeline.generate import generate_drops
 from pipeline.lakefs import Lake
-from pipeline.month import run_month
+from pipeline.publish import run_month
 from pipeline.schema import load_schema
 from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin
 from tests.drops import edit_rows, seed_copy, set_value
@@ -89,7 +89,7 @@ def test_full_dump_deleting_too_many_users_needs_confirmation(settings, tmp_path
     with pytest.raises(DeletionLimitError, match=r"would delete 1500 of 7000 users \(21.4%\).*--confirm-deletions"):
         run_month(settings, FEB, feb, full_dump=True)
     assert not Lake(settings.lake_root).manifest(FEB).exists()
-    from pipeline.month import PublishOptions
+    from pipeline.publish import PublishOptions
 
     settings_loose = settings.with_(volume_change_ratio=0.9)
     record = run_month(settings_loose, FEB, feb, full_dump=True, options=PublishOptions(confirm_deletions=True))

@@ -17,7 +17,7 @@ from psycopg import sql
 from pipeline.config import PostgresSettings, Settings
 from pipeline.errors import PostgresUnavailableError, QualityGateError
 from pipeline.lakefs import Lake
-from pipeline.month import run_month
+from pipeline.publish import run_month
 from pipeline.schema import load_schema
 from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin
 from tests.drops import edit_rows, seed_copy, set_value
@@ -309,9 +309,9 @@ def test_embedded_postgres_when_none_is_configured(lake_root: Path, pipeline_env
 def test_both_live_write_paths_give_the_snapshot_and_keep_every_constraint(bulk, settings, pg, pg_schema, monkeypatch):
     """A big write drops the live keys and rebuilds them validated; a small one upserts row by row.
     Either way live equals the snapshot and every declared key and reference is back in place."""
-    from pipeline import pgsql
+    from pipeline.pg import plan
 
-    monkeypatch.setattr(pgsql, "BULK_WRITE_ROWS", 0 if bulk else 10**9)
+    monkeypatch.setattr(plan, "BULK_WRITE_ROWS", 0 if bulk else 10**9)
     for as_of in (JAN, FEB):
         run_month(settings, as_of)
     for table in SCHEMA.table_names:
@@ -399,19 +399,19 @@ def test_a_failed_staging_load_stops_the_waiting_live_upsert_and_publishes_nothi
     """The live upsert reads a table whose every row changed (usage) from its staging partition, so it
     waits for that load; when the load fails, the upsert stops, the transaction rolls back and the run
     ends with the error instead of waiting forever. The failure is injected: a full disk on that COPY."""
-    from pipeline import pgsql
     from pipeline.errors import PublishError
+    from pipeline.pg import staging
 
     run_month(settings, JAN)
     before = fingerprint(pg, pg_schema)
-    load_table = pgsql._load_table
+    load_table = staging._load_table
 
-    def disk_full_on_usage(dsn, duck, table, *args):
+    def disk_full_on_usage(dsn, exports, table, *args):
         if table.name == "usage_agg_30d":
             raise psycopg.errors.DiskFull("could not extend file: No space left on device")
-        return load_table(dsn, duck, table, *args)
+        return load_table(dsn, exports, table, *args)
 
-    monkeypatch.setattr(pgsql, "_load_table", disk_full_on_usage)
+    monkeypatch.setattr(staging, "_load_table", disk_full_on_usage)
     outcome: dict[str, BaseException] = {}
 
     def publish_february() -> None:
@@ -434,13 +434,13 @@ def test_tables_made_before_the_keys_collated_as_bytes_get_the_declared_collatio
     """Tables made when sql/schema.sql declared no collation on the keys keep working: the first publish
     gives their key columns COLLATE "C" (a month's partition can only be attached to a table that
     collates like it), the profile view is made again, and both months are published."""
-    from pipeline import pgsql
+    from pipeline.pg.tables import ensure_tables
     from pipeline.schema import SCHEMA_FILE, parse_schema
 
     older = parse_schema(SCHEMA_FILE.read_text().replace(' COLLATE "C"', ""))
     assert all(c.collation is None for t in older.tables for c in t.columns)
     with psycopg.connect(settings.postgres.dsn, autocommit=True) as conn:
-        pgsql.ensure_tables(conn, older, pg_schema)
+        ensure_tables(conn, older, pg_schema)
     for as_of in (JAN, FEB):
         run_month(settings, as_of)
     collations = pg.execute(
@@ -478,24 +478,25 @@ def test_check_files_run_with_the_table_they_are_for_and_the_rest_last(tmp_path:
 def test_a_tables_checks_run_while_later_tables_still_load(settings, pg, pg_schema, monkeypatch):
     """The last table's staging load waits until some table's checks have started: if the checks only ran
     after staging, it would wait in vain and the month would fail."""
-    from pipeline import pgsql, quality
+    from pipeline import quality
+    from pipeline.pg import staging
 
     scanning = threading.Event()
-    original_scan, original_load = quality._scan, pgsql._load_table
+    original_scan, original_load = quality._scan, staging._load_table
     loads: list[str] = []
 
     def scan(*args, **kwargs):
         scanning.set()
         return original_scan(*args, **kwargs)
 
-    def load(dsn, snapshots, table, *args, **kwargs):
+    def load(dsn, exports, table, *args, **kwargs):
         loads.append(table.name)
         if len(loads) == len(SCHEMA.table_names) and not scanning.wait(60):
             raise AssertionError("no table was checked before the last one was staged")
-        return original_load(dsn, snapshots, table, *args, **kwargs)
+        return original_load(dsn, exports, table, *args, **kwargs)
 
     monkeypatch.setattr(quality, "_scan", scan)
-    monkeypatch.setattr(pgsql, "_load_table", load)
+    monkeypatch.setattr(staging, "_load_table", load)
     record = run_month(settings, JAN)
     assert record["checks"]["failed"] == 0 and record["checks"]["passed"] > 0
     for table in SCHEMA.table_names:
@@ -520,7 +521,7 @@ def test_the_gate_scans_in_a_session_that_merges_keys_on_one_process(pg, pg_dsn:
 
 
 def test_staging_loads_first_the_partitions_the_live_upsert_waits_for():
-    from pipeline.pgsql import MergedTable, staging_order
+    from pipeline.pg.plan import MergedTable, staging_order
 
     counts = {"inserted": 1000, "updated": 0, "unchanged": 0, "carried": 0, "deleted": 0}
     month = {t: MergedTable(Path("unused"), Path("unused"), counts) for t in SCHEMA.table_names}

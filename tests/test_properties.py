@@ -39,7 +39,7 @@ from psycopg import sql
 from pipeline.config import PostgresSettings, Settings
 from pipeline.errors import QualityGateError, RejectedRowsError
 from pipeline.lakefs import Lake
-from pipeline.month import run_month
+from pipeline.publish import run_month
 from pipeline.schema import Column, Table, load_schema
 
 SCHEMA = load_schema()

@@ -1,0 +1,127 @@
+"""The consumers' tables made to exist (live, ``<table>_snapshots``, ``pipeline_runs``, the profile
+view), and what ``pipeline_runs`` says is published."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import date
+
+import psycopg
+from psycopg import sql
+
+from pipeline import ddl
+from pipeline.pg.sqltext import PUBLISHED, RUNS_TABLE, ident, regclass
+from pipeline.schema import Schema
+
+log = logging.getLogger(__name__)
+VIEW_COMMENT_PREFIX = "streamflow-lake definition "
+
+
+def runs_table_ddl(pg_schema: str) -> sql.Composed:
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
+            as_of        DATE PRIMARY KEY,
+            status       TEXT NOT NULL,
+            run_id       TEXT NOT NULL,
+            row_counts   JSONB NOT NULL,
+            changes      JSONB NOT NULL,
+            checks       JSONB NOT NULL,
+            sources      JSONB NOT NULL,
+            started_at   TIMESTAMPTZ NOT NULL,
+            finished_at  TIMESTAMPTZ NOT NULL
+        )"""
+    ).format(ident(pg_schema, RUNS_TABLE))
+
+
+def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
+    """Create the schema, live, snapshot and run tables and the profile view when missing, and give the
+    columns of existing ones the collation sql/schema.sql declares. Takes no lock a reader holds: the
+    existing tables are left alone, and the view is replaced only when its definition changed (a
+    consumer's open transaction that read it would block the replacement, and every reader after it)."""
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(pg_schema)))
+        _migrate_collations(conn, schema, pg_schema)
+        for statement in ddl.all_tables(schema, pg_schema):
+            conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
+        conn.execute(runs_table_ddl(pg_schema))
+        _ensure_view(conn, ddl.PROFILE_VIEW, ddl.profile_view(schema, pg_schema), pg_schema)
+
+
+def _ensure_view(conn: psycopg.Connection, name: str, definition: str, pg_schema: str) -> None:
+    """Create or replace the view ``name`` unless it exists with this very definition (told by the
+    definition's hash, kept in the view's comment)."""
+    marker = VIEW_COMMENT_PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:16]
+    current = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [regclass(pg_schema, name)])
+    if current.fetchone()[0] == marker:  # type: ignore[index]
+        return
+    conn.execute(definition)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
+    conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(ident(pg_schema, name), sql.Literal(marker)))
+
+
+def _migrate_collations(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
+    """Tables created before their columns declared a collation (the keys' COLLATE "C") get it: a month's
+    partition can only be attached to a table whose columns collate like its own. PostgreSQL rebuilds
+    the indexes on the column, not the table; the profile view, which reads the column, is dropped
+    first and made again by :func:`ensure_tables`."""
+    declared = {
+        (name, c.name): c
+        for table in schema.tables
+        for c in table.columns
+        if c.collation
+        for name in (table.name, table.name + ddl.SNAPSHOT_SUFFIX)
+    }
+    if not declared:
+        return
+    rows = conn.execute(
+        "SELECT c.relname, a.attname, coalesce(k.collname, '') FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_collation k ON k.oid = a.attcollation "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
+        [pg_schema],
+    ).fetchall()
+    stale = [
+        (table, declared[(table, column)])
+        for table, column, collation in rows
+        if (table, column) in declared and declared[(table, column)].collation != collation
+    ]
+    if not stale:
+        return
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(ident(pg_schema, ddl.PROFILE_VIEW)))
+    for table, column in stale:
+        log.warning(
+            "%s.%s.%s: now COLLATE %r, as sql/schema.sql declares (its indexes are rebuilt)",
+            pg_schema,
+            table,
+            column.name,
+            column.collation,
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} COLLATE {}").format(
+                ident(pg_schema, table),
+                ident(column.name),
+                sql.SQL(column.pg_ddl_type),  # type: ignore[arg-type]  # a declared type, not data
+                ident(column.collation or ""),
+            )
+        )
+
+
+def published_runs(conn: psycopg.Connection, pg_schema: str) -> dict[date, dict]:
+    """as_of -> pipeline_runs row (as a dict) of every published month, or {} when none exist yet."""
+    if conn.execute("SELECT to_regclass(%s)", [regclass(pg_schema, RUNS_TABLE)]).fetchone()[0] is None:  # type: ignore[index]
+        return {}
+    rows = conn.execute(
+        sql.SQL("SELECT as_of, run_id, status, row_counts, changes, finished_at FROM {} WHERE status = %s").format(
+            ident(pg_schema, RUNS_TABLE)
+        ),
+        [PUBLISHED],
+    ).fetchall()
+    return {
+        r[0]: {"run_id": r[1], "status": r[2], "row_counts": r[3], "changes": r[4], "finished_at": r[5]} for r in rows
+    }
+
+
+def is_empty(conn: psycopg.Connection, pg_schema: str, table: str) -> bool:
+    return bool(
+        conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(ident(pg_schema, table))).fetchone()[0]  # type: ignore[index]
+    )

@@ -1,0 +1,378 @@
+"""Publish a staged and merged month: gate it and make it visible everywhere at once.
+
+The order, chosen so a crash anywhere leaves a state a rerun completes:
+
+1. ONE PostgreSQL transaction opens (:func:`pipeline.pg.transaction.publishing`); the live write starts
+   in it at once, in a thread of its own.
+2. Meanwhile, on other connections, staging is loaded (:func:`pipeline.pg.staging.load_staging`): the
+   month's partitions, keyed. Each table's partition resolves a future as it commits; the live write
+   (for rows it reads from staging) and the quality gate (:class:`pipeline.quality.Gate`, one Soda scan
+   per table) wait on the futures they need.
+3. The checks pass (else the transaction rolls back and the live write is stopped), the snapshots are
+   attached and the pipeline_runs row written; commit.
+4. The lake's partitions are renamed into place, the staging schema dropped, the run record written
+   (the month is now published), the work folder removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from pipeline import duck, lakefs, manifest, quality
+from pipeline.config import Settings
+from pipeline.errors import DeletionLimitError, LakeStateError
+from pipeline.failpoints import failpoint
+from pipeline.merge import MergeResult
+from pipeline.month import (
+    MonthPlan,
+    changed_sources,
+    merge_one,
+    plan_month,
+    previous_as_of,
+    published_months,
+    refuse_changed_published_month,
+    stage_and_merge,
+)
+from pipeline.pg import connect as pg
+from pipeline.pg.copy import CsvExports
+from pipeline.pg.plan import MergedTable, staging_connections, staging_order
+from pipeline.pg.sqltext import staging_schema
+from pipeline.pg.staging import drop_staging, drop_staging_quietly, load_staging
+from pipeline.pg.tables import ensure_tables
+from pipeline.pg.transaction import publishing
+from pipeline.schema import Schema, load_schema
+from pipeline.stage import SourceFile, StageResult, drop_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublishOptions:
+    confirm_deletions: bool = False
+    republish: bool = False  # publish again even though the month is published from the same drop
+    extra: dict = field(default_factory=dict)
+
+
+def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions | None = None) -> dict:
+    """Gate and publish a staged and merged month. Returns its run record.
+
+    Holds the month's lock throughout: a second run of the same month waits, then finds it published
+    (from the same drop) and does nothing."""
+    options = options or PublishOptions()
+    with lakefs.month_lock(plan.lake, plan.as_of):
+        published = published_months(plan.lake).get(plan.as_of)
+        if published is not None and not options.republish and not changed_sources(plan, published):
+            log.info(
+                "month %s was published by another run meanwhile (run %s): nothing to do",
+                plan.as_of,
+                published["run_id"],
+            )
+            return published
+        lakefs.sweep_month(plan.lake, plan.as_of)
+        return _publish_locked(settings, plan, options)
+
+
+def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> dict:
+    schema = load_schema()
+    started_at = datetime.now(UTC)
+    run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    stages, merges = _work_results(plan, schema)
+    _check_deletions(settings, plan, schema, merges, options)
+    previous_record = published_months(plan.lake).get(plan.previous) if plan.previous else None
+    timings: dict[str, float] = {
+        "stage": round(sum(s.seconds for s in stages.values()), 3),
+        "merge": round(sum(m.seconds for m in merges.values()), 3),
+    }
+    dsn = pg.resolve_dsn(settings.postgres, settings.lake_root)
+    pg_schema, lock_timeout = settings.postgres.schema, settings.lock_timeout
+    stage = staging_schema(pg_schema, plan.as_of)
+    merged = {
+        t: MergedTable(plan.merge_dir(t) / "data.parquet", plan.merge_dir(t) / "changes.parquet", merges[t].counts)
+        for t in schema.table_names
+    }
+    root = schema.root.name
+    variables = {
+        "MIN_USERS": str(merges[root].previous_rows - merges[root].deleted),
+        "VOLUME_RATIO": repr(settings.volume_change_ratio),
+    }
+    # one future per table: resolved when its staging partition commits
+    staged: dict[str, Future[int]] = {t: Future() for t in schema.table_names}
+    plan.lake.work(plan.as_of).mkdir(parents=True, exist_ok=True)
+    try:
+        # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
+        with (
+            pg.connect(dsn, autocommit=True, lock_timeout=lock_timeout) as conn,
+            duck.connect(settings) as con,
+            pg.errors_are_clear(dsn, plan.as_of, pg_schema),
+            tempfile.TemporaryDirectory(prefix="copy-", dir=plan.lake.work(plan.as_of)) as scratch_dir,
+        ):
+            ensure_tables(conn, schema, pg_schema)
+            server_version = pg.server_version(conn)
+            scratch = Path(scratch_dir)
+            exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, scratch)
+            log.info(
+                "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
+                "while the month is loaded into staging schema %s and checked there, and it commits only if "
+                "the checks pass",
+                plan.as_of,
+                pg.describe(dsn),
+                pg_schema,
+                stage,
+            )
+            with (
+                publishing(
+                    conn,
+                    con,
+                    schema,
+                    pg_schema,
+                    plan.as_of,
+                    plan.previous,
+                    merged,
+                    exports,
+                    staged,
+                    scratch,
+                    lock_timeout,
+                ) as pub,
+                quality.Gate(dsn, schema, stage, plan.as_of, variables, staged) as gate,
+            ):
+                t0 = time.perf_counter()
+                live_rows = pub.live.rows if pub.live else 0
+                load_staging(
+                    dsn,
+                    exports,
+                    schema,
+                    pg_schema,
+                    plan.as_of,
+                    _volume_rows(schema, stages, merges, previous_record),
+                    staged,
+                    order=staging_order(schema, merged, first=pub.live.from_staging if pub.live else ()),
+                    connections=duck.parallel_jobs(settings, staging_connections(live_rows)),
+                    lock_timeout=lock_timeout,
+                )
+                timings["load_staging"] = round(time.perf_counter() - t0, 3)
+                failpoint("staging_loaded")
+                t0 = time.perf_counter()
+                report = gate.report()
+                timings["checks"] = report.seconds
+                timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
+                record = manifest.build(
+                    plan=plan,
+                    run_id=run_id,
+                    stages=stages,
+                    merges=merges,
+                    checks=report.summary(),
+                    timings=timings,
+                    started_at=started_at,
+                    postgres=pg.describe(dsn),
+                    pg_schema=pg_schema,
+                    server_version=server_version,
+                    previous=previous_record,
+                    extra=options.extra,
+                )
+                _record_replaced(plan, record)
+                if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
+                    record["status"] = manifest.FAILED
+                    manifest.write_attempt(plan.lake, record)
+                    quality.raise_if_failed(report, plan.as_of)
+                failpoint("checked")
+                t0 = time.perf_counter()
+                sync = pub.finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
+            # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
+            timings["sync"] = round(time.perf_counter() - t0, 3)
+            timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
+            failpoint("committed")
+            _after_commit(plan, lambda: _publish_lake(plan, schema))
+            failpoint("lake_published")
+            drop_staging(conn, pg_schema, plan.as_of)
+    except Exception:
+        drop_staging_quietly(dsn, pg_schema, plan.as_of)  # a failed month leaves no staging behind
+        raise
+    record["timings"] = timings
+    record["live_updated"] = sync.live_updated
+    record["status"] = manifest.PUBLISHED
+    record["published_at"] = datetime.now(UTC).isoformat()
+    _after_commit(plan, lambda: manifest.write(plan.lake, record))
+    failpoint("manifest_written")
+    shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
+    log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
+    return record
+
+
+def _work_results(plan: MonthPlan, schema: Schema) -> tuple[dict[str, StageResult], dict[str, MergeResult]]:
+    """Every table's stage and merge results, and the files they describe, all present: a month is
+    never published without one of its tables."""
+    stages, merges = {}, {}
+    for name in schema.table_names:
+        stage_dir, merge_dir = plan.stage_dir(name), plan.merge_dir(name)
+        needed = [stage_dir / "result.json", stage_dir / "data.parquet", merge_dir / "result.json"]
+        needed += [merge_dir / "data.parquet", merge_dir / "changes.parquet"]
+        missing = [str(path) for path in needed if not path.is_file()]
+        if missing:
+            raise LakeStateError(
+                f"month {plan.as_of}, table {name}: the staged or merged files are missing ({', '.join(missing)}), "
+                f"so the month cannot be published whole; nothing was published. Run the month again: its "
+                f"tables are staged and merged anew."
+            )
+        stages[name] = StageResult.from_json((stage_dir / "result.json").read_text())
+        merges[name] = MergeResult.from_json((merge_dir / "result.json").read_text())
+    return stages, merges
+
+
+def _after_commit(plan: MonthPlan, step: Callable[[], object]) -> None:
+    """A lake write after PostgreSQL committed the month: if it fails (a full disk), say what state the
+    month is in and that running the same command again completes it."""
+    try:
+        step()
+    except OSError as error:
+        raise LakeStateError(
+            f"month {plan.as_of} is committed in PostgreSQL, but writing it to the lake at {plan.lake.root} "
+            f"failed: {error.strerror or error}. Until it is completed the lake does not show the month "
+            f"(streamflow status reports the difference). Free the space (or fix the folder), then run the "
+            f"same command again: it completes the month."
+        ) from None
+
+
+def _record_replaced(plan: MonthPlan, record: dict) -> None:
+    """A correction keeps the history of the runs it replaces in its record."""
+    replaced = published_months(plan.lake).get(plan.as_of)
+    if replaced is not None:
+        record["replaced"] = [
+            *replaced.get("replaced", []),
+            {
+                "run_id": replaced["run_id"],
+                "published_at": replaced.get("published_at"),
+                "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
+            },
+        ]
+
+
+def _check_deletions(
+    settings: Settings, plan: MonthPlan, schema: Schema, merges: dict[str, MergeResult], options: PublishOptions
+) -> None:
+    users = merges[schema.root.name]
+    if not plan.full_dump or not users.previous_rows or options.confirm_deletions:
+        return
+    share = users.deleted / users.previous_rows
+    if share > settings.max_delete_ratio:
+        raise DeletionLimitError(
+            f"month {plan.as_of} (--full-dump) would delete {users.deleted} of {users.previous_rows} users "
+            f"({100 * share:.1f}%), more than the allowed {100 * settings.max_delete_ratio:g}%. If the drop is "
+            f"right, run again with --confirm-deletions (or raise [pipeline] max_delete_ratio); nothing was published."
+        )
+
+
+def _volume_rows(
+    schema: Schema, stages: dict[str, StageResult], merges: dict[str, MergeResult], previous: dict | None
+) -> list[dict]:
+    rows = []
+    for table in schema.table_names:
+        prev_files = (previous or {}).get("files", {})
+        rows.append(
+            {
+                "table_name": table,
+                "drop_rows": stages[table].source.rows,
+                "previous_drop_rows": prev_files.get(table, {}).get("rows", 0),
+                "snapshot_rows": merges[table].rows,
+                "previous_snapshot_rows": merges[table].previous_rows,
+                "deleted_rows": merges[table].deleted,
+            }
+        )
+    return rows
+
+
+def _publish_lake(plan: MonthPlan, schema: Schema) -> None:
+    """Rename the month's typed drop and snapshot of every table into place (one rename each). Every file
+    was checked before the transaction (:func:`_work_results`); one missing now is an error, never skipped."""
+    for i, table in enumerate(schema.table_names):
+        if i == len(schema.table_names) // 2:
+            failpoint("lake_half_renamed")
+        for src, dest in (
+            (plan.stage_dir(table) / "data.parquet", plan.lake.raw(table, plan.as_of)),
+            (plan.merge_dir(table) / "data.parquet", plan.lake.snapshot(table, plan.as_of)),
+        ):
+            if not src.is_file():
+                raise LakeStateError(
+                    f"month {plan.as_of}, table {table}: {src} vanished after PostgreSQL committed the month, so "
+                    f"the lake lacks it. Run the same command again: it stages the table anew and completes the lake."
+                )
+
+            with lakefs.atomic_dir(dest) as tmp:
+                src.rename(tmp / "data.parquet")
+
+
+def run_month(
+    settings: Settings,
+    as_of: date,
+    source: str | Path | None = None,
+    *,
+    full_dump: bool = False,
+    replace: bool = False,
+    options: PublishOptions | None = None,
+) -> dict:
+    """Stage, merge and publish one month in this process (the previous month must be published).
+    A published month with the same drop is left as it is; a different drop needs ``replace``."""
+    plan = plan_month(settings, as_of, source, full_dump)
+    schema = load_schema()
+    published = published_months(plan.lake).get(as_of)
+    if published is not None:
+        changed = changed_sources(plan, published, schema)
+        if not changed:
+            log.info("month %s is already published from the same drop: nothing to do", as_of)
+            return published
+        if not replace:
+            refuse_changed_published_month(plan, changed)
+    for table in schema.table_names:
+        drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
+    stage_and_merge(settings, plan, schema)
+    record = publish_month(settings, plan, options)
+    if published is not None:
+        recompute_later_months(settings, as_of, options)
+    return record
+
+
+def recompute_later_months(settings: Settings, after: date, options: PublishOptions | None = None) -> list[date]:
+    """After a correction of month ``after``: rebuild every later published month on top of it, from the
+    typed drops kept in ``<lake>/raw``, gate and publish each again (PostgreSQL's snapshot rows and run
+    rows are updated, live too when the latest month changes). Returns the months recomputed."""
+    lake = lakefs.Lake(settings.lake_root)
+    schema = load_schema()
+    options = dataclasses.replace(options or PublishOptions(), republish=True)
+    later = sorted(d for d in published_months(lake) if d > after)
+    for as_of in later:
+        record = published_months(lake)[as_of]
+        plan = MonthPlan(
+            lake=lake,
+            as_of=as_of,
+            source=Path(record["source"]),
+            previous=previous_as_of(settings, as_of),
+            full_dump=record.get("mode") == "full-dump",
+            from_raw=True,
+        )
+        log.info("recomputing %s on top of the corrected %s", as_of, after)
+        for table in schema.table_names:
+            stage_dir = plan.stage_dir(table)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lake.raw(table, as_of) / "data.parquet", stage_dir / "data.parquet")
+            lakefs.write_text_atomic(
+                stage_dir / "result.json",
+                StageResult(
+                    table=table,
+                    source=SourceFile(**record["files"][table]),
+                    rows=record["files"][table]["rows"],
+                    rejected=record["rejects"].get(table, 0),
+                    missing_columns=record.get("missing_columns", {}).get(table, []),
+                ).to_json(),
+            )
+            merge_one(settings, plan, table, schema)
+        publish_month(settings, plan, options)
+    return later
