@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pipeline import lake as lakeviews
 from pipeline import manifest
-from pipeline.pg import connect as pg
-from pipeline.pg.tables import published_runs
 from pipeline.config import Settings
 from pipeline.errors import PostgresUnavailableError
+from pipeline.pg import connect as pg
+from pipeline.pg.tables import published_runs
 from pipeline.schema import load_schema
 
 
