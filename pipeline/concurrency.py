@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -15,7 +15,7 @@ class _Skipped(Exception):
     """A call not started because another had already failed."""
 
 
-def run_all(calls: dict[K, Callable[[], V]], workers: int, name: str = "worker") -> dict[K, V]:
+def run_all(calls: Mapping[K, Callable[[], V]], workers: int, name: str = "worker") -> dict[K, V]:
     """Run every call, ``workers`` at a time, in threads (DuckDB, psycopg and file I/O release the GIL).
 
     Results come back in the order of ``calls``. Once a call fails, calls not yet started are skipped;

@@ -42,10 +42,10 @@ def connect(dsn: str, autocommit: bool = False, lock_timeout: str | None = None)
     """A connection, or one clear line saying which server refused and why (never the password).
     ``lock_timeout``: how long a statement waits for a lock another session holds (a consumer's open
     transaction) before it fails with :data:`LOCK_NOT_AVAILABLE`; None waits for ever."""
-    options = {"options": f"-c lock_timeout={lock_timeout}"} if lock_timeout else {}
+    options = f"-c lock_timeout={lock_timeout}" if lock_timeout else None
     try:
         conn = psycopg.connect(
-            dsn, autocommit=autocommit, connect_timeout=10, application_name=APPLICATION_NAME, **options
+            dsn, autocommit=autocommit, connect_timeout=10, application_name=APPLICATION_NAME, options=options
         )
     except psycopg.OperationalError as e:
         reason = " ".join(str(e).split())

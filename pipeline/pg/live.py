@@ -50,6 +50,7 @@ def upsert_sql(
     changes nothing would still write a new row version (a dead tuple) for nothing. DO NOTHING when
     every column is in the key. The source never holds a NULL key: staging rejects such rows first."""
     values = [c for c in columns if c not in keys]
+    action: sql.Composable
     if not values:  # every column is in the key: nothing to update
         action = sql.SQL("DO NOTHING")
     else:
@@ -212,7 +213,7 @@ class LiveWriter:
             raise Stopped
         return self.conn
 
-    def _execute(self, statement: sql.Composable) -> psycopg.Cursor:
+    def _execute(self, statement: sql.SQL | sql.Composed) -> psycopg.Cursor:
         return self._checked().execute(statement)
 
     def _temp_table(self, table: Table, suffix: str, columns: list[str], select: str, analyze: bool) -> sql.Identifier:
