@@ -34,14 +34,6 @@ log = logging.getLogger(__name__)
 CHECKS_DIR = PROJECT_ROOT / "checks"
 SODA_CONFIG = CHECKS_DIR / "soda_config.yml"
 DATA_SOURCE = "staging"
-_SODA_TYPES = {
-    "TEXT": "text",
-    "DATE": "date",
-    "BOOLEAN": "boolean",
-    "INT": "integer",
-    "BIGINT": "bigint",
-    "NUMERIC": "numeric",
-}
 
 
 @dataclass(frozen=True)
@@ -94,7 +86,7 @@ def generated_table_checks(table: Table) -> str:
     or with a repeated one (with its line), and the staged partition gets its primary key (key, as_of)
     before the checks run, so PostgreSQL itself refuses a month with a missing or repeated key. A
     ``duplicate_count`` would only scan every table a second time for what cannot be there."""
-    types = "\n".join(f"            {c.name}: {_SODA_TYPES[c.pg_type]}" for c in table.columns)
+    types = "\n".join(f"            {c.name}: {c.rule.soda_type}" for c in table.columns)
     required = ", ".join(table.column_names)
     lines = [
         f"checks for {table.name}:",
