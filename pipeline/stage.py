@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 
 HOW_TO_FIX_FILE = "fix the export (or the file) and run the month again"
 MAX_LISTED_REJECTS = 5
-MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size, and the csv module's field limit in the slow path
+MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size
+# The slow path splits records with the csv module, whose field limit (128 KiB by default) is below
+# DuckDB's line limit, and a quoted field that swallowed lines is longer still. The limit is one
+# process-wide setting: it is raised once, here, and never lowered, because setting and restoring it
+# around each read let one table's finished read restore the default under another table's read in a
+# second thread ("field larger than field limit").
+CSV_FIELD_LIMIT = 100 * MAX_LINE_BYTES
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 MAX_RAW_CHARS = 1 << 16  # the raw text a reject keeps; a record swallowed by a stray quote can be huge
 # DuckDB's reject error types, said the way a person fixing the export needs to hear them.
 STRUCTURAL_REASONS = {
@@ -383,19 +390,15 @@ def _locate(
 
 def _record_spans(path: Path) -> Iterator[tuple[int, str, bool]]:
     """(first line number, raw text, is blank) of each data record, the way a CSV reader splits them."""
-    limit = csv.field_size_limit(100 * MAX_LINE_BYTES)  # the default (128 KiB) is below DuckDB's line limit
-    try:
-        with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
-            lines = _LineRecorder(f)
-            reader = csv.reader(lines)
-            next(reader, None)  # header
-            lines.take()
-            start = 2
-            for fields in reader:
-                yield start, _cut(lines.take().rstrip("\r\n")), not fields
-                start = reader.line_num + 1
-    finally:
-        csv.field_size_limit(limit)
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
+        lines = _LineRecorder(f)
+        reader = csv.reader(lines)  # fields up to CSV_FIELD_LIMIT, set at import
+        next(reader, None)  # header
+        lines.take()
+        start = 2
+        for fields in reader:
+            yield start, _cut(lines.take().rstrip("\r\n")), not fields
+            start = reader.line_num + 1
 
 
 def _cut(text: str) -> str:
