@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HOW_TO_FIX_FILE = "fix the export (or the file) and run the month again"
 MAX_LISTED_REJECTS = 5
+MAX_LISTED_LINES = 5  # the lines a repeated key's reason names; the count says how many more
 MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size
 # The slow path splits records with the csv module, whose field limit (128 KiB by default) is below
 # DuckDB's line limit, and a quoted field that swallowed lines is longer still. The limit is one
@@ -349,18 +350,29 @@ def _explain_rejects(
             for column, reason in zip(names, reasons_row, strict=True)
             if reason is not None
         ]
-    dup_lines: dict[str, list[int]] = {}
-    for rowid, user_id, _ in duplicates:
-        dup_lines.setdefault(user_id, []).append(at_row.get(rowid, (0, ""))[0])
+    # Every row of a repeated key is rejected with the same reason, built once per key. It names the
+    # first MAX_LISTED_LINES lines and the count: listing every line in every row's reason made the
+    # explanation quadratic in the repeats (8,000 rows of one key: 1.5 GB; issue #20).
+    first_lines: dict[str, list[int]] = {}
+    for rowid, user_id, _ in duplicates:  # in rowid order, so in line order
+        listed = first_lines.setdefault(user_id, [])
+        if len(listed) < MAX_LISTED_LINES:
+            listed.append(at_row.get(rowid, (0, ""))[0])
+    dup_reasons: dict[str, str] = {}
     for rowid, user_id, count in duplicates:
         line, text = at_row.get(rowid, (0, ""))
-        reason = (
-            f"{table.key} {user_id!r} appears {count} times "
-            f"(lines {', '.join(map(str, dup_lines[user_id]))}); "
-            f"a drop holds one row per {table.key}"
-        )
-        rejects.append(Reject(line, table.key, reason, text))
+        if user_id not in dup_reasons:
+            dup_reasons[user_id] = _duplicate_reason(table.key, user_id, count, first_lines[user_id])
+        rejects.append(Reject(line, table.key, dup_reasons[user_id], text))
     return sorted(rejects, key=lambda r: r.line)
+
+
+def _duplicate_reason(key: str, value: str, count: int, first_lines: list[int]) -> str:
+    """Why every row of a repeated key is rejected: the count and the first lines it is on."""
+    lines = ", ".join(map(str, first_lines))
+    if count > len(first_lines):
+        lines += f" and {count - len(first_lines)} more"
+    return f"{key} {value!r} appears {count} times (lines {lines}); a drop holds one row per {key}"
 
 
 def _locate(

@@ -189,6 +189,21 @@ def test_a_repeated_key_rejects_every_row_of_it_listing_its_lines(
     assert [r[0] for r in staged_rows(tmp_path)] == ["u2", "u3"]
 
 
+def test_a_key_repeated_20000_times_is_explained_in_a_bounded_message(  # issue #20
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    with pytest.raises(RejectedRowsError) as refused:
+        stage_drop(con, tmp_path, HEADER, *(f"u1,{i},,,," for i in range(20_000)))
+    reason = "user_id 'u1' appears 20000 times (lines 2, 3, 4, 5, 6 and 19995 more); a drop holds one row per user_id"
+    assert f"things.csv, line 2, column user_id: {reason}\n" in str(refused.value)
+    assert len(str(refused.value)) < 2_000
+    lengths = duckdb.execute(
+        "SELECT count(*), max(length(reason)), count(DISTINCT reason) FROM read_parquet(?)",
+        [str(tmp_path / "rejects" / "things" / "rejects.parquet")],
+    ).fetchone()
+    assert lengths == (20_000, len(reason), 1)
+
+
 # --- header and file errors ---------------------------------------------------------------------------
 
 
