@@ -14,6 +14,7 @@ Adding a type means one new rule class here, listed in :data:`RULES`: its ``sqlg
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
@@ -105,7 +106,7 @@ class TypeRule:
     cannot store one in TEXT, and no number, date or boolean contains one."""
 
     declared: ClassVar[str]  # the name Column.pg_type holds, and sql/schema.sql's spelling
-    sqlglot_types: ClassVar[tuple[exp.DataType.Type, ...]]  # what sqlglot parses the declaration as
+    sqlglot_types: ClassVar[tuple[Enum, ...]]  # the sqlglot DataType.Type(s) the declaration parses as
     duckdb_name: ClassVar[str]  # DuckDB's type name, without parameters
     arrow: ClassVar[pa.DataType]
     soda_type: ClassVar[str]  # the type name a SodaCL schema check expects
@@ -332,8 +333,8 @@ _BY_DECLARED: dict[str, type[TypeRule]] = {rule.declared: rule for rule in RULES
 _NUMBER_NAMES = frozenset(rule.duckdb_name for rule in RULES if rule.is_number) | COMPUTED_NUMBER_TYPES
 
 
-def declared_name(sqlglot_type: exp.DataType.Type) -> str | None:
-    """The declared type name for what sqlglot parsed, None when no rule takes it."""
+def declared_name(sqlglot_type: Enum) -> str | None:
+    """The declared type name for what sqlglot parsed (a DataType.Type), None when no rule takes it."""
     for rule in RULES:
         if sqlglot_type in rule.sqlglot_types:
             return rule.declared

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -43,19 +44,22 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
         yield c
 
 
+def one(con: duckdb.DuckDBPyConnection, query: str, text: str | None) -> tuple[Any, ...]:
+    """The one row of ``query`` with the cell's text bound to its parameter."""
+    row = con.execute(query, [text]).fetchone()
+    assert row is not None
+    return row
+
+
 def typed(con: duckdb.DuckDBPyConnection, rule: TypeRule, text: str | None) -> tuple[object, str]:
     """The value the rule casts ``text`` to, and DuckDB's name of its type."""
-    value, kind = con.execute(
-        f"SELECT {rule.typed(V)} AS t, typeof(t) FROM (SELECT ?::VARCHAR AS v)", [text]
-    ).fetchone()
+    value, kind = one(con, f"SELECT {rule.typed(V)} AS t, typeof(t) FROM (SELECT ?::VARCHAR AS v)", text)
     return value, kind
 
 
 def verdict(con: duckdb.DuckDBPyConnection, rule: TypeRule, text: str | None) -> str | None:
     """None when ``text`` is a valid value of the rule's type, else the reason it is not."""
-    bad, why = con.execute(
-        f"SELECT {rule.bad(V)}, {rule.why_bad(V, 'note')} FROM (SELECT ?::VARCHAR AS v)", [text]
-    ).fetchone()
+    bad, why = one(con, f"SELECT {rule.bad(V)}, {rule.why_bad(V, 'note')} FROM (SELECT ?::VARCHAR AS v)", text)
     assert bad in (True, False)  # never NULL: a NULL would let the row through unexplained
     return why if bad else None
 
@@ -176,9 +180,7 @@ def test_a_reason_quotes_at_most_40_characters_of_the_value(con: duckdb.DuckDBPy
 def test_a_key_must_be_present_visible_and_short(
     con: duckdb.DuckDBPyConnection, text: str | None, reason: str | None
 ) -> None:
-    bad, why = con.execute(
-        f"SELECT {key_bad(V)}, {key_why_bad(V, 'user_id')} FROM (SELECT ?::VARCHAR AS v)", [text]
-    ).fetchone()
+    bad, why = one(con, f"SELECT {key_bad(V)}, {key_why_bad(V, 'user_id')} FROM (SELECT ?::VARCHAR AS v)", text)
     assert (why if bad else None) == reason
 
 
