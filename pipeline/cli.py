@@ -26,6 +26,7 @@ import duckdb
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
+from pipeline.types import is_number_type
 
 EXIT_ERROR = 2  # a PipelineError: bad configuration, lake state, arguments
 EXIT_DISAGREE = 3  # status: the lake and PostgreSQL disagree on some month
@@ -71,11 +72,6 @@ def aligned(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequ
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in texts)])
 
 
-def _is_number(type_code: object) -> bool:
-    name = str(type_code).upper()
-    return any(k in name for k in ("INT", "DECIMAL", "DOUBLE", "FLOAT", "REAL", "NUMERIC", "HUGEINT"))
-
-
 def _json_value(value: object) -> str:
     """JSON text of one value; decimals stay exact numbers (json.dumps would need a float)."""
     if isinstance(value, Decimal):
@@ -101,7 +97,7 @@ def write_result(out: TextIO, header: list[str], types: list[object], rows: list
         ]
         out.write("[" + ",\n ".join(objects) + "]\n")
     else:
-        out.write(aligned(header, rows, [_is_number(t) for t in types]) + "\n")
+        out.write(aligned(header, rows, [is_number_type(t) for t in types]) + "\n")
         out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
 
 

@@ -35,14 +35,6 @@ log = logging.getLogger(__name__)
 CHECKS_DIR = PROJECT_ROOT / "checks"
 SODA_CONFIG = CHECKS_DIR / "soda_config.yml"
 DATA_SOURCE = "staging"
-_SODA_TYPES = {
-    "TEXT": "text",
-    "DATE": "date",
-    "BOOLEAN": "boolean",
-    "INT": "integer",
-    "BIGINT": "bigint",
-    "NUMERIC": "numeric",
-}
 
 
 @dataclass(frozen=True)
@@ -104,7 +96,7 @@ def generated_table_checks(table: Table) -> str:
                 "name": f"{table.name} has the columns and types of sql/schema.sql",
                 "fail": {
                     "when required column missing": table.column_names,
-                    "when wrong column type": {c.name: _SODA_TYPES[c.pg_type] for c in table.columns},
+                    "when wrong column type": {c.name: c.rule.soda_type for c in table.columns},
                 },
             }
         },

@@ -3,7 +3,8 @@
 Everything that needs a column name or a type derives it from here: the CSV read types
 (:mod:`pipeline.stage`), the Parquet/Arrow schema, the DuckDB merge, the PostgreSQL
 staging, snapshot and live tables and the upserts (:mod:`pipeline.pg`).
-There is no second list of columns anywhere in the package.
+There is no second list of columns anywhere in the package. What each declared type means (its
+storage types, cast, checks and reject reasons) is in :mod:`pipeline.types`, one rule per type.
 """
 
 from __future__ import annotations
@@ -16,26 +17,12 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from pipeline.types import NumericRule, TypeRule, declared_name, rule_for
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = PROJECT_ROOT / "sql" / "schema.sql"
 
-# PostgreSQL's bare NUMERIC has no fixed scale, DuckDB's bare DECIMAL is DECIMAL(18,3) and would
-# round silently. The lake stores NUMERIC as DECIMAL(38, 10): 28 integer and 10 fractional digits.
-# A value that does not fit is rejected at staging with a message, never rounded.
-NUMERIC_PRECISION = 38
-NUMERIC_SCALE = 10
-
 HIDDEN_AT_START = "hidden at start"
-
-_PG_TYPES = {
-    exp.DataType.Type.TEXT: "TEXT",
-    exp.DataType.Type.VARCHAR: "TEXT",
-    exp.DataType.Type.DATE: "DATE",
-    exp.DataType.Type.BOOLEAN: "BOOLEAN",
-    exp.DataType.Type.INT: "INT",
-    exp.DataType.Type.BIGINT: "BIGINT",
-    exp.DataType.Type.DECIMAL: "NUMERIC",
-}
 
 
 class SchemaError(Exception):
@@ -45,7 +32,7 @@ class SchemaError(Exception):
 @dataclass(frozen=True)
 class Column:
     name: str
-    pg_type: str  # TEXT, DATE, BOOLEAN, INT, BIGINT, NUMERIC (as declared)
+    pg_type: str  # TEXT, DATE, BOOLEAN, INT, BIGINT, NUMERIC (as declared): a TypeRule.declared
     precision: int | None = None  # NUMERIC(p, s) when declared with a precision
     scale: int | None = None
     primary_key: bool = False
@@ -55,39 +42,31 @@ class Column:
 
     @property
     def numeric_precision(self) -> int:
-        return self.precision if self.precision is not None else NUMERIC_PRECISION
+        """The precision the lake stores a NUMERIC with (the declared one, else the lake's default)."""
+        return NumericRule(self.precision, self.scale).precision
 
     @property
     def numeric_scale(self) -> int:
-        if self.precision is not None:
-            return self.scale or 0
-        return NUMERIC_SCALE
+        return NumericRule(self.precision, self.scale).scale
+
+    @property
+    def rule(self) -> TypeRule:
+        """The rules of the declared type (:mod:`pipeline.types`): storage types, cast, checks, reasons."""
+        return rule_for(self)
 
     @property
     def duckdb_type(self) -> str:
         """The exact DuckDB type the lake stores this column as."""
-        if self.pg_type == "NUMERIC":
-            return f"DECIMAL({self.numeric_precision}, {self.numeric_scale})"
-        return {"TEXT": "VARCHAR", "INT": "INTEGER"}.get(self.pg_type, self.pg_type)
+        return self.rule.duckdb_type
 
     @property
     def arrow_type(self) -> pa.DataType:
-        if self.pg_type == "NUMERIC":
-            return pa.decimal128(self.numeric_precision, self.numeric_scale)
-        return {
-            "TEXT": pa.string(),
-            "DATE": pa.date32(),
-            "BOOLEAN": pa.bool_(),
-            "INT": pa.int32(),
-            "BIGINT": pa.int64(),
-        }[self.pg_type]
+        return self.rule.arrow_type
 
     @property
     def pg_ddl_type(self) -> str:
         """The column's type exactly as sql/schema.sql declares it, for PostgreSQL DDL."""
-        if self.pg_type == "NUMERIC" and self.precision is not None:
-            return f"NUMERIC({self.precision}, {self.scale or 0})"
-        return self.pg_type
+        return self.rule.pg_ddl_type
 
 
 @dataclass(frozen=True)
@@ -178,7 +157,7 @@ def _parse_table(statement: exp.Create, source: str) -> Table:
 
 def _parse_column(table: str, definition: exp.ColumnDef, source: str) -> Column:
     kind: exp.DataType = definition.args["kind"]
-    pg_type = _PG_TYPES.get(kind.this)
+    pg_type = declared_name(kind.this)
     if pg_type is None:
         raise SchemaError(f"{source}: {table}.{definition.name}: type {kind.sql('postgres')} is not supported")
     precision = scale = None

@@ -2,7 +2,7 @@
 
 DuckDB reads the file once, every column as text with the names from the header bound explicitly
 (any column order works, nothing is sniffed). Each value is then validated and cast with the rules
-of its declared type below, in SQL. Structural problems (wrong field count, bad quoting, bytes
+of its declared type (:mod:`pipeline.types`), in SQL. Structural problems (wrong field count, bad quoting, bytes
 that are not UTF-8) come from DuckDB's own reject tables. When anything is rejected, the slow
 path runs: a Python pass over the file finds the line number and raw text of each bad row, and
 the rejects are written to ``<lake>/rejects/<table>/as_of=YYYY-MM-DD/rejects.parquet``.
@@ -27,22 +27,22 @@ from pipeline import lakefs
 from pipeline.duck import PARQUET_OPTIONS, literal, quote
 from pipeline.errors import DropError, RejectedRowsError
 from pipeline.schema import Column, Table
+from pipeline.types import key_bad, key_why_bad
 
 log = logging.getLogger(__name__)
 
-BOOLEAN_TRUE = ("true", "t", "1", "yes")
-BOOLEAN_FALSE = ("false", "f", "0", "no")
 HOW_TO_FIX_FILE = "fix the export (or the file) and run the month again"
 MAX_LISTED_REJECTS = 5
-MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size, and the csv module's field limit in the slow path
-# Every TEXT column of the contract is an id or a short category (the longest legitimate value is
-# "Month-to-month"); a longer value is a broken export, typically a stray quote that swallowed lines.
-# The limit also keeps keys indexable: PostgreSQL cannot index a key over ~2,700 bytes and would fail
-# inside the publish transaction; 500 characters is at most 2,000 bytes of UTF-8.
-MAX_TEXT_CHARS = 500
+MAX_LISTED_LINES = 5  # the lines a repeated key's reason names; the count says how many more
+MAX_LINE_BYTES = 4 << 20  # DuckDB's max_line_size
+# The slow path splits records with the csv module, whose field limit (128 KiB by default) is below
+# DuckDB's line limit, and a quoted field that swallowed lines is longer still. The limit is one
+# process-wide setting: it is raised once, here, and never lowered, because setting and restoring it
+# around each read let one table's finished read restore the default under another table's read in a
+# second thread ("field larger than field limit").
+CSV_FIELD_LIMIT = 100 * MAX_LINE_BYTES
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 MAX_RAW_CHARS = 1 << 16  # the raw text a reject keeps; a record swallowed by a stray quote can be huge
-ISO_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
-NUL_REASON = "contains a NUL byte (\\x00), which PostgreSQL cannot store; remove it from the export"
 # DuckDB's reject error types, said the way a person fixing the export needs to hear them.
 STRUCTURAL_REASONS = {
     "MISSING COLUMNS": "too few fields: the row has fewer values than the header has columns",
@@ -181,121 +181,26 @@ def read_header(path: Path, table: Table) -> list[str]:
     return names
 
 
-# --- typing rules, one per declared type ------------------------------------------------------
-
-
-def _blank(value_sql: str) -> str:
-    """Only spaces, control and format characters (tabs, zero-width spaces, a BOM…): a key nobody can
-    see is as good as none. (trim() alone strips Unicode spaces but keeps tabs and line breaks.)"""
-    return f"regexp_full_match({value_sql}, '[\\pZ\\pC]*')"
-
-
-def _trimmed(column: str) -> str:
-    return f"NULLIF(trim({quote(column)}), '')"
-
-
-def _numeric_pattern(col: Column) -> str:
-    whole, frac = col.numeric_precision - col.numeric_scale, col.numeric_scale
-    fraction = f"(\\.[0-9]{{0,{frac}}})?" if frac else "\\.?"
-    return f"[+-]?(0*[0-9]{{1,{whole}}}{fraction}|0*\\.[0-9]{{1,{max(frac, 1)}}})"
+# --- a column's rules: its key rule or its declared type's (pipeline.types) ---------------------------
 
 
 def typed_expr(col: Column) -> str:
     """The SQL that turns the text of a valid value into the lake's type."""
-    if col.pg_type == "TEXT":
-        return quote(col.name)
-    t = _trimmed(col.name)
-    if col.pg_type == "BOOLEAN":
-        trues = ", ".join(map(literal, BOOLEAN_TRUE))
-        falses = ", ".join(map(literal, BOOLEAN_FALSE))
-        return f"CASE WHEN lower({t}) IN ({trues}) THEN true WHEN lower({t}) IN ({falses}) THEN false END"
-    return f"TRY_CAST({t} AS {col.duckdb_type})"
+    return col.rule.typed(quote(col.name))
 
 
 def bad_expr(col: Column) -> str:
-    """True when the column's text is not a valid value of its type (NULL and blank are valid: missing).
-
-    A NUL byte makes every type's value bad: PostgreSQL cannot store one in TEXT, and no number,
-    date or boolean contains one (the typed rules below fail on it without saying so)."""
-    v = quote(col.name)
-    too_long = f"length({v}) > {MAX_TEXT_CHARS}"
+    """True when the column's text is not a valid value (NULL and blank are valid: missing; not in the key)."""
     if col.primary_key:
-        return f"({v} IS NULL OR {_blank(v)} OR contains({v}, chr(0)) OR {too_long})"
-    if col.pg_type == "TEXT":
-        return f"coalesce(contains({v}, chr(0)) OR {too_long}, false)"
-    t = _trimmed(col.name)
-    if col.pg_type == "BOOLEAN":
-        accepted = ", ".join(map(literal, BOOLEAN_TRUE + BOOLEAN_FALSE))
-        return f"coalesce(lower({t}) NOT IN ({accepted}), false)"
-    if col.pg_type in ("INT", "BIGINT"):
-        cond = f"NOT regexp_full_match({t}, '[+-]?[0-9]+') OR TRY_CAST({t} AS {col.duckdb_type}) IS NULL"
-    elif col.pg_type == "DATE":
-        # There is no year 0: DuckDB would read 0000 as 1 BC and publish a date the export never said.
-        cond = f"NOT regexp_full_match({t}, '{ISO_DATE}') OR TRY_CAST({t} AS DATE) IS NULL OR starts_with({t}, '0000')"
-    elif col.pg_type == "NUMERIC":
-        cond = f"NOT regexp_full_match({t}, {literal(_numeric_pattern(col))})"
-    else:  # pragma: no cover - schema.py only lets the types above through
-        raise AssertionError(col.pg_type)
-    return f"({t} IS NOT NULL AND ({cond}))"
+        return key_bad(quote(col.name))
+    return col.rule.bad(quote(col.name))
 
 
 def reason_expr(col: Column) -> str:
     """Why a bad value is bad, in words (only evaluated for bad rows)."""
-    v = quote(col.name)
-    shown = f"'\"' || left({v}, 40) || CASE WHEN length({v}) > 40 THEN '…' ELSE '' END || '\"'"
-    long = (
-        f"{shown} || ' is ' || length({v}) || ' characters long; a {col.name} has at most {MAX_TEXT_CHARS} "
-        f"(a stray quote that swallowed the lines after it?)'"
-    )
-    nul = f"WHEN contains({v}, chr(0)) THEN {literal(NUL_REASON)}"
     if col.primary_key:
-        return (
-            f"CASE WHEN {v} IS NULL OR {_blank(v)} THEN 'empty {col.name} (blank, or only invisible "
-            f"characters)' {nul} ELSE {long} END"
-        )
-    if col.pg_type == "TEXT":
-        return f"CASE {nul} ELSE {long} END"
-    return f"CASE {nul} ELSE {_typed_reason_expr(col)} END"
-
-
-def _typed_reason_expr(col: Column) -> str:
-    v, t = quote(col.name), _trimmed(col.name)
-    shown = f"'\"' || left({v}, 40) || CASE WHEN length({v}) > 40 THEN '…' ELSE '' END || '\"'"
-    if col.pg_type == "BOOLEAN":
-        return f"{shown} || ' is not a boolean; accepted: True/False, true/false, t/f, 1/0, Yes/No'"
-    if col.pg_type == "DATE":
-        return (
-            f"CASE WHEN starts_with({t}, '0000') "
-            f"THEN {shown} || ' is not a calendar date (there is no year 0)' "
-            f"WHEN regexp_full_match({t}, '{ISO_DATE}') "
-            f"THEN {shown} || ' is not a calendar date' "
-            f"ELSE {shown} || ' is not an ISO date (YYYY-MM-DD)' END"
-        )
-    common = (
-        f"WHEN lower(trim({t}, '+-')) IN ('nan', 'inf', 'infinity') "
-        f"THEN {shown} || ' is not a finite number' "
-        f"WHEN regexp_matches({t}, '[0-9.][eE][+-]?[0-9]') "
-        f"THEN {shown} || ' uses exponent notation; write the plain number' "
-        f"WHEN regexp_matches({t}, '[0-9],[0-9]') "
-        f"THEN {shown} || ' has a thousands separator; write the plain number' "
-    )
-    if col.pg_type in ("INT", "BIGINT"):
-        return (
-            f"CASE {common}"
-            f"WHEN regexp_full_match({t}, '[+-]?[0-9]+') "
-            f"THEN {shown} || ' is out of range for {col.pg_type}' "
-            f"ELSE {shown} || ' is not a whole number' END"
-        )
-    scale, whole = col.numeric_scale, col.numeric_precision - col.numeric_scale
-    return (
-        f"CASE {common}"
-        f"WHEN regexp_full_match({t}, '[+-]?[0-9]*\\.[0-9]{{{scale + 1},}}') THEN {shown} || ' has more than "
-        f"{scale} decimal places; the lake keeps NUMERIC exactly and will not round it' "
-        f"WHEN regexp_full_match({t}, '[+-]?[0-9]+(\\.[0-9]*)?') "
-        f"THEN {shown} || ' has more than {whole} digits "
-        f"before the decimal point' "
-        f"ELSE {shown} || ' is not a number' END"
-    )
+        return key_why_bad(quote(col.name), col.name)
+    return col.rule.why_bad(quote(col.name), col.name)
 
 
 # --- staging ----------------------------------------------------------------------------------
@@ -445,18 +350,29 @@ def _explain_rejects(
             for column, reason in zip(names, reasons_row, strict=True)
             if reason is not None
         ]
-    dup_lines: dict[str, list[int]] = {}
-    for rowid, user_id, _ in duplicates:
-        dup_lines.setdefault(user_id, []).append(at_row.get(rowid, (0, ""))[0])
+    # Every row of a repeated key is rejected with the same reason, built once per key. It names the
+    # first MAX_LISTED_LINES lines and the count: listing every line in every row's reason made the
+    # explanation quadratic in the repeats (8,000 rows of one key: 1.5 GB; issue #20).
+    first_lines: dict[str, list[int]] = {}
+    for rowid, user_id, _ in duplicates:  # in rowid order, so in line order
+        listed = first_lines.setdefault(user_id, [])
+        if len(listed) < MAX_LISTED_LINES:
+            listed.append(at_row.get(rowid, (0, ""))[0])
+    dup_reasons: dict[str, str] = {}
     for rowid, user_id, count in duplicates:
         line, text = at_row.get(rowid, (0, ""))
-        reason = (
-            f"{table.key} {user_id!r} appears {count} times "
-            f"(lines {', '.join(map(str, dup_lines[user_id]))}); "
-            f"a drop holds one row per {table.key}"
-        )
-        rejects.append(Reject(line, table.key, reason, text))
+        if user_id not in dup_reasons:
+            dup_reasons[user_id] = _duplicate_reason(table.key, user_id, count, first_lines[user_id])
+        rejects.append(Reject(line, table.key, dup_reasons[user_id], text))
     return sorted(rejects, key=lambda r: r.line)
+
+
+def _duplicate_reason(key: str, value: str, count: int, first_lines: list[int]) -> str:
+    """Why every row of a repeated key is rejected: the count and the first lines it is on."""
+    lines = ", ".join(map(str, first_lines))
+    if count > len(first_lines):
+        lines += f" and {count - len(first_lines)} more"
+    return f"{key} {value!r} appears {count} times (lines {lines}); a drop holds one row per {key}"
 
 
 def _locate(
@@ -486,19 +402,15 @@ def _locate(
 
 def _record_spans(path: Path) -> Iterator[tuple[int, str, bool]]:
     """(first line number, raw text, is blank) of each data record, the way a CSV reader splits them."""
-    limit = csv.field_size_limit(100 * MAX_LINE_BYTES)  # the default (128 KiB) is below DuckDB's line limit
-    try:
-        with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
-            lines = _LineRecorder(f)
-            reader = csv.reader(lines)
-            next(reader, None)  # header
-            lines.take()
-            start = 2
-            for fields in reader:
-                yield start, _cut(lines.take().rstrip("\r\n")), not fields
-                start = reader.line_num + 1
-    finally:
-        csv.field_size_limit(limit)
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
+        lines = _LineRecorder(f)
+        reader = csv.reader(lines)  # fields up to CSV_FIELD_LIMIT, set at import
+        next(reader, None)  # header
+        lines.take()
+        start = 2
+        for fields in reader:
+            yield start, _cut(lines.take().rstrip("\r\n")), not fields
+            start = reader.line_num + 1
 
 
 def _cut(text: str) -> str:
