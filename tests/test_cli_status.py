@@ -216,7 +216,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]):
-    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+    commands = build_parser()._subparsers._group_actions[0].choices
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
