@@ -44,7 +44,7 @@ def setup_sql(tables: list[Table], pg_schema: str) -> list[str]:
     return statements
 
 
-def run_month(engine, tables: list[Table], pg_schema: str, as_of: date, source: Path) -> dict:  # noqa: ANN001
+def run_month(engine, tables: list[Table], pg_schema: str, as_of: date, source: Path) -> dict:
     import pandas as pd
     from sqlalchemy import text
 

@@ -34,7 +34,7 @@ def _install_sql_trace(path: Path) -> None:
 
     original = psycopg.Cursor.execute
 
-    def execute(self, query, params=None, **kw):  # noqa: ANN001, ANN202
+    def execute(self, query, params=None, **kw):
         t0 = time.perf_counter()
         try:
             return original(self, query, params, **kw)
@@ -49,7 +49,7 @@ def _install_sql_trace(path: Path) -> None:
     from contextlib import contextmanager
 
     @contextmanager
-    def copy(self, statement, params=None, **kw):  # noqa: ANN001, ANN202
+    def copy(self, statement, params=None, **kw):
         t0 = time.perf_counter()
         with original_copy(self, statement, params, **kw) as c:
             yield c
@@ -62,7 +62,7 @@ def _install_sql_trace(path: Path) -> None:
     import psycopg2.extensions
 
     class TimedCursor(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):  # noqa: ANN001, ANN202, A002
+        def execute(self, query, vars=None):
             t0 = time.perf_counter()
             try:
                 return super().execute(query, vars)
@@ -71,7 +71,7 @@ def _install_sql_trace(path: Path) -> None:
 
     original_connect = psycopg2.connect
 
-    def connect(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def connect(*args, **kwargs):
         kwargs.setdefault("cursor_factory", TimedCursor)
         return original_connect(*args, **kwargs)
 

@@ -2,11 +2,19 @@
 
 Plain functions take a :class:`Settings`; only the Luigi tasks and the console script build one from
 the configuration files. Relative paths in luigi.cfg are relative to the current directory.
+
+Every ``[pipeline]`` key is declared once, in :data:`SETTINGS` (its default as luigi.cfg spells it, what
+it means, how its value is read); the README's configuration table is checked against it
+(tests/unit/test_docs.py). A value is validated when it is read, so a bad one stops the command at
+once with the file, section, key, value and what is allowed, not halfway through a month.
 """
 
 from __future__ import annotations
 
+import configparser
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -15,17 +23,132 @@ from pipeline.errors import ConfigError
 
 PIPELINE_SECTION = "pipeline"
 MONTHS_SECTION = "months"
-_KNOWN_KEYS = {
-    "lake_root",
-    "max_reject_ratio",
-    "volume_change_ratio",
-    "max_delete_ratio",
-    "duckdb_memory_limit",
-    "duckdb_threads",
-    "postgres_schema",
-    "lock_timeout",
-}
 POSTGRES_ENV = ("POSTGRES_DSN", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
+
+
+class _Invalid(ValueError):
+    """A value outside what its key allows; the message says what is allowed."""
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan  # fails every range check below
+
+
+def _share(of_what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not 0 <= value <= 1:
+            raise _Invalid(f"must be a number from 0 to 1 (a share of {of_what})")
+        return value
+
+    return parse
+
+
+def _change_ratio(text: str) -> float:
+    """Greater than 0, no upper bound: the change is a share of the previous drop's rows, and a drop may
+    more than double (ratio above 1). 0 would fail any month whose row count moves at all."""
+    value = _float(text)
+    if not 0 < value < math.inf:
+        raise _Invalid(
+            "must be a number greater than 0 (a share of the previous drop's rows: 0.5 allows from half to "
+            "one and a half times as many)"
+        )
+    return value
+
+
+def _memory_limit(text: str) -> str:
+    from pipeline.duck import memory_bytes  # imported here: pipeline.duck imports this module
+
+    try:
+        size = memory_bytes(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise _Invalid("must be a size like 1GB, 512MB or 2GiB (DuckDB spills to disk beyond it)")
+    return text.strip()
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise _Invalid("must be a whole number from 0 up (0: DuckDB's default, every core)")
+    return value
+
+
+def _interval(text: str) -> str:
+    """A PostgreSQL interval as ``lock_timeout`` takes it: a whole number with an optional unit."""
+    import re
+
+    if not re.fullmatch(r"[0-9]+\s*(us|ms|s|min|h|d)?", text.strip()):
+        raise _Invalid("must be a duration like 30s, 2min or 1h (0: wait for ever)")
+    return text.strip()
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise _Invalid("must not be empty")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``[pipeline]`` key of luigi.cfg, as the README's configuration table lists it."""
+
+    key: str
+    default: str  # as luigi.cfg would spell it; parses to the default of the Settings field
+    meaning: str
+    parse: Callable[[str], object] = field(repr=False, compare=False)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("lake_root", "lake", "the lake; `LAKE_ROOT` overrides", _name),
+    Setting(
+        "max_reject_ratio",
+        "0",
+        "share of a file's rows that may be rejected, from 0 to 1 (0: any reject fails)",
+        _share("the file's rows"),
+    ),
+    Setting(
+        "volume_change_ratio",
+        "0.5",
+        "allowed change of a drop's row count vs the previous drop's, as a share of it; greater than 0 "
+        "(above 1 allows more than doubling)",
+        _change_ratio,
+    ),
+    Setting(
+        "max_delete_ratio",
+        "0.10",
+        "share of users a `--full-dump` month may delete unconfirmed, from 0 to 1",
+        _share("the users"),
+    ),
+    Setting(
+        "duckdb_memory_limit",
+        "1GB",
+        "DuckDB spills to `lake/_tmp/duckdb` beyond this; a size such as `1GB`, `512MB`, `2GiB`",
+        _memory_limit,
+    ),
+    Setting(
+        "duckdb_threads",
+        "0",
+        "threads of each DuckDB connection, a whole number; 0: DuckDB's default (every core)",
+        _threads,
+    ),
+    Setting("postgres_schema", "public", "schema of the consumers' tables; `POSTGRES_SCHEMA` overrides", _name),
+    Setting(
+        "lock_timeout",
+        "2min",
+        "how long a publish waits for a lock a consumer's session holds, a duration such as `30s`, `2min` "
+        "(0: for ever)",
+        _interval,
+    ),
+)
+_KNOWN_KEYS = frozenset(s.key for s in SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -58,6 +181,8 @@ class PostgresSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """The defaults here are those of :data:`SETTINGS` (a unit test keeps the two equal)."""
+
     lake_root: Path = Path("lake")
     months: dict[date, Path] = field(default_factory=dict)  # as_of -> configured drop folder
     max_reject_ratio: float = 0.0  # share of a file's rows that may be rejected; 0 = any reject fails
@@ -65,8 +190,7 @@ class Settings:
     max_delete_ratio: float = 0.10  # --full-dump may delete at most this share of users unless confirmed
     duckdb_memory_limit: str = "1GB"  # DuckDB spills to <lake>/_tmp/duckdb beyond this
     duckdb_threads: int = 0  # 0 = DuckDB's default (all cores)
-    # how long a publish waits for a lock a consumer's session holds (PostgreSQL interval; "0": for ever)
-    lock_timeout: str = "2min"
+    lock_timeout: str = "2min"  # how long a publish waits for a consumer's lock (PostgreSQL interval)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
 
     def with_(self, **changes: object) -> Settings:
@@ -80,46 +204,70 @@ def _parse_date(text: str, where: str) -> date:
         raise ConfigError(f"{where}: {text!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
+def _source(config: configparser.RawConfigParser, section: str, key: str) -> str:
+    """The configuration file a key was read from: the last of Luigi's files that sets it (Luigi reads
+    them in order, LUIGI_CONFIG_PATH last); ``luigi.cfg`` when that cannot be told."""
+    for path in reversed(getattr(type(config), "_config_paths", [])):
+        if not os.path.isfile(path):
+            continue
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        if parser.has_option(section, key):
+            return str(path)
+    return "luigi.cfg"
+
+
+def _read_pipeline_section(config: configparser.RawConfigParser) -> dict[str, object]:
+    """The ``[pipeline]`` keys that are set, each parsed and validated."""
+    if not config.has_section(PIPELINE_SECTION):
+        return {}
+    keys = [k for k in config.options(PIPELINE_SECTION) if k not in config.defaults()]
+    unknown = sorted(set(keys) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{_source(config, PIPELINE_SECTION, unknown[0])} [{PIPELINE_SECTION}]: unknown key(s) {unknown}; "
+            f"known: {sorted(_KNOWN_KEYS)}"
+        )
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        if setting.key not in keys:
+            continue
+        text = config.get(PIPELINE_SECTION, setting.key)
+        try:
+            values[setting.key] = setting.parse(text)
+        except _Invalid as e:
+            where = _source(config, PIPELINE_SECTION, setting.key)
+            raise ConfigError(f"{where} [{PIPELINE_SECTION}] {setting.key} = {text}: {e}") from None
+    return values
+
+
 def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
     """Read luigi.cfg (through Luigi's own config loader, so LUIGI_CONFIG_PATH works), then the
-    environment: LAKE_ROOT overrides ``[pipeline] lake_root``; POSTGRES_* / POSTGRES_DSN pick the server.
-    A ``.env`` file in the current directory is read first and never overrides the real environment."""
+    environment: LAKE_ROOT overrides ``[pipeline] lake_root``, POSTGRES_SCHEMA ``postgres_schema``;
+    POSTGRES_* / POSTGRES_DSN pick the server. A ``.env`` file in the current directory is read first
+    and never overrides the real environment. A key luigi.cfg leaves out keeps its default."""
     import luigi.configuration
     from dotenv import dotenv_values
 
     if env is None:
         env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
     config = luigi.configuration.get_config()
-    values: dict[str, object] = {}
-    if config.has_section(PIPELINE_SECTION):
-        unknown = set(config.options(PIPELINE_SECTION)) - _KNOWN_KEYS - set(config.defaults())
-        if unknown:
-            raise ConfigError(
-                f"luigi.cfg [{PIPELINE_SECTION}]: unknown key(s) {sorted(unknown)}; known: {sorted(_KNOWN_KEYS)}"
-            )
-        for key in _KNOWN_KEYS:
-            if config.has_option(PIPELINE_SECTION, key):
-                values[key] = config.get(PIPELINE_SECTION, key)
+    values = _read_pipeline_section(config)
     months: dict[date, Path] = {}
     if config.has_section(MONTHS_SECTION):
         for key in config.options(MONTHS_SECTION):
             if key in config.defaults():
                 continue
             months[_parse_date(key, f"luigi.cfg [{MONTHS_SECTION}]")] = Path(config.get(MONTHS_SECTION, key))
-    lake_root = Path(env.get("LAKE_ROOT") or str(values.pop("lake_root", "lake")))
-    values.pop("lake_root", None)
-    schema = str(values.pop("postgres_schema", "public"))
-    try:
-        return Settings(
-            lake_root=lake_root,
-            months=dict(sorted(months.items())),
-            max_reject_ratio=float(values.get("max_reject_ratio", 0.0)),  # type: ignore[arg-type]
-            volume_change_ratio=float(values.get("volume_change_ratio", 0.5)),  # type: ignore[arg-type]
-            max_delete_ratio=float(values.get("max_delete_ratio", 0.10)),  # type: ignore[arg-type]
-            duckdb_memory_limit=str(values.get("duckdb_memory_limit", "1GB")),
-            duckdb_threads=int(values.get("duckdb_threads", 0)),  # type: ignore[call-overload]
-            lock_timeout=str(values.get("lock_timeout", "2min")),
-            postgres=PostgresSettings.from_env(env, schema=schema),
-        )
-    except ValueError as e:
-        raise ConfigError(f"luigi.cfg [{PIPELINE_SECTION}]: {e}") from None
+    configured_root = values.pop("lake_root", Settings.lake_root)
+    lake_root = Path(env.get("LAKE_ROOT") or str(configured_root))
+    schema = str(values.pop("postgres_schema", PostgresSettings.schema))
+    return Settings(
+        lake_root=lake_root,
+        months=dict(sorted(months.items())),
+        postgres=PostgresSettings.from_env(env, schema=schema),
+        **values,  # type: ignore[arg-type]
+    )

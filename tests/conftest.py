@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL database per test session, a schema and a lake per test.
+"""Shared fixtures: a real PostgreSQL database per test session, a schema and a lake per test, and one
+published two-month lake per session for the tests that only read it.
 
 PostgreSQL comes from POSTGRES_DSN when set (the session creates a fresh database there and drops it
 at the end), otherwise from an embedded pgserver started for the session. Never mocked, never skipped.
@@ -14,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -153,3 +155,51 @@ def run_luigi(pipeline_env: dict[str, str], tmp_path: Path):
 def copy_drop(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest
+
+
+# --- the seed months, published once per session ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishedLake:
+    """A lake and a PostgreSQL schema with both seed months published, and the environment of a
+    subprocess (``luigi``, ``python -m pipeline``) that works on them."""
+
+    root: Path
+    env: dict[str, str]
+    pg_schema: str
+
+
+def publish_seed_months(root: Path, pg_dsn: str) -> PublishedLake:
+    """Both seed months published into the lake ``root`` and a schema of their own, the way a person
+    does it: ``luigi --module pipeline Month --as-of 2024-02-29 --workers 2`` (February pulls in January)."""
+    pg_schema = f"t_{uuid.uuid4().hex[:10]}"
+    env = pipeline_environment(root, pg_dsn, pg_schema)
+    result = subprocess.run(
+        [luigi_bin(), "--module", "pipeline", "Month", "--as-of", FEB.isoformat(), "--workers", "2"]
+        + ["--lock-pid-dir", str(root.parent / "luigi-locks")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return PublishedLake(root, env, pg_schema)
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> PublishedLake:
+    """READ ONLY. Both seed months, published once per session and shared by every test that only reads
+    the lake or the schema (running a published month again, which must change nothing, is a read).
+    A test that writes to the lake uses ``published_copy``; one that writes to PostgreSQL builds its own
+    lake and schema (``settings``, ``run_luigi``)."""
+    return publish_seed_months(tmp_path_factory.mktemp("published") / "lake", pg_dsn)
+
+
+@pytest.fixture
+def published_copy(published: PublishedLake, tmp_path: Path) -> PublishedLake:
+    """A copy of the shared lake of its own, for a test that writes to the lake. It shares the published
+    schema, which it must only read."""
+    root = Path(shutil.copytree(published.root, tmp_path / "lake"))
+    return PublishedLake(root, {**published.env, "LAKE_ROOT": str(root)}, published.pg_schema)

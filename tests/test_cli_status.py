@@ -1,19 +1,16 @@
 """`streamflow status` (issue #4, item 2): one row per month and whether the lake and PostgreSQL agree,
 through ``python -m pipeline`` in a subprocess, against a real lake and a real PostgreSQL.
 
-The helpers at the top (an environment, a published two-month lake, ``cli``) are shared with
-test_lake_views.py and test_training.py, which build their own lake once per module the same way.
+The helpers at the top (``cli``, ``luigi``) are shared with test_lake_views.py and test_training.py;
+the published two-month lake they all read is the session's ``published`` (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -24,25 +21,13 @@ from pipeline import manifest
 from pipeline.cli import build_parser, main
 from pipeline.lakefs import Lake
 from pipeline.schema import PROJECT_ROOT
-from tests.conftest import FEB, JAN, luigi_bin
+from tests.conftest import FEB, JAN, PublishedLake, luigi_bin
 from tests.drops import seed_copy, set_value
 
 MARCH = "2024-03-31"
 
 
 # --- shared helpers -----------------------------------------------------------------------------
-
-
-def environment(lake_root: Path, pg_dsn: str, pg_schema: str) -> dict[str, str]:
-    """The environment of a subprocess: this lake, database and schema, nothing from the developer's."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG"))}
-    return {
-        **keep,
-        "LAKE_ROOT": str(lake_root),
-        "POSTGRES_DSN": pg_dsn,
-        "POSTGRES_SCHEMA": pg_schema,
-        "PYTHONPATH": str(PROJECT_ROOT),
-    }
 
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -67,33 +52,6 @@ def luigi(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
-
-
-@dataclass(frozen=True)
-class PublishedLake:
-    root: Path
-    env: dict[str, str]
-    pg_schema: str
-
-
-def publish_seed_months(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> PublishedLake:
-    """A lake and a PostgreSQL schema of their own with both seed months published (February pulls
-    in January)."""
-    root = tmp_path_factory.mktemp("published") / "lake"
-    pg_schema = f"t_{uuid.uuid4().hex[:10]}"
-    env = environment(root, pg_dsn, pg_schema)
-    result = luigi(env, "Month", "--as-of", FEB.isoformat())
-    assert result.returncode == 0, result.stderr[-3000:]
-    return PublishedLake(root, env, pg_schema)
-
-
-# --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> PublishedLake:
-    """Read-only for the tests that use it; a test that changes a lake builds its own."""
-    return publish_seed_months(tmp_path_factory, pg_dsn)
 
 
 @pytest.fixture
@@ -216,7 +174,7 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]):
-    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+    commands = build_parser()._subparsers._group_actions[0].choices
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out

@@ -18,7 +18,7 @@ from psycopg import sql
 from pipeline.failpoints import POINTS
 from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, luigi_bin, pipeline_environment, start_luigi
+from tests.conftest import FEB, JAN, PROJECT_ROOT, PublishedLake, luigi_bin, pipeline_environment, start_luigi
 
 SCHEMA = load_schema()
 AFTER_COMMIT = POINTS.index("committed")
@@ -69,22 +69,10 @@ def leftovers(lake_root: Path, pg: psycopg.Connection, pg_schema: str) -> list[s
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory, pg_dsn: str) -> tuple[dict, dict]:
-    """Lake and PostgreSQL content after an uninterrupted run of both seed months."""
-    lake_root = tmp_path_factory.mktemp("clean") / "lake"
-    schema = "clean_reference"
-    env = _env(lake_root, pg_dsn, schema)
-    result = subprocess.run(
-        [luigi_bin(), "--module", "pipeline", "Month", "--as-of", FEB.isoformat()],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
+def clean_run(published: PublishedLake, pg_dsn: str) -> tuple[dict, dict]:
+    """Lake and PostgreSQL content after an uninterrupted run of both seed months (the session's)."""
     with psycopg.connect(pg_dsn, autocommit=True) as pg:
-        return lake_content(lake_root), pg_content(pg, schema)
+        return lake_content(published.root), pg_content(pg, published.pg_schema)
 
 
 def _env(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]:

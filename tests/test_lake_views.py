@@ -19,17 +19,11 @@ import pytest
 from pipeline import lake
 from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, SEED_MONTHS
+from tests.conftest import FEB, JAN, SEED_MONTHS, PublishedLake
 from tests.drops import csv_count
-from tests.test_cli_status import PublishedLake, cli, publish_seed_months
+from tests.test_cli_status import cli
 
 SCHEMA = load_schema()
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> PublishedLake:
-    """Both seed months, built once for this module; no test changes it."""
-    return publish_seed_months(tmp_path_factory, pg_dsn)
 
 
 @pytest.fixture(scope="module")

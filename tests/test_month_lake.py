@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, SEED_MONTHS
+from tests.conftest import FEB, JAN, SEED_MONTHS, PublishedLake
 from tests.drops import csv_count, edit_rows, seed_copy, set_value
 
 TABLES = load_schema().table_names
@@ -35,10 +35,10 @@ def tree_state(root: Path) -> dict[str, tuple[int, str]]:
 
 
 @pytest.fixture
-def two_months(run_luigi, lake_root: Path) -> Path:
-    result = run_luigi("Month", "--as-of", FEB.isoformat(), "--workers", "2")
-    assert result.returncode == 0, result.stderr
-    return lake_root
+def two_months(published: PublishedLake) -> Path:
+    """The session's lake with both seed months (``luigi … Month --as-of 2024-02-29 --workers 2`` on a
+    fresh lake), read only."""
+    return published.root
 
 
 def test_february_on_a_fresh_lake_ingests_january_first(two_months: Path):
@@ -95,9 +95,10 @@ def test_changed_value_shows_in_february_and_january_keeps_the_old_one(two_month
     assert all(jan[u] == source[u] for u in changed)
 
 
-def test_rerun_of_a_published_month_changes_nothing(run_luigi, two_months: Path):
+def test_rerun_of_a_published_month_changes_nothing(run_luigi, published: PublishedLake):
+    two_months = published.root
     before = tree_state(two_months)
-    result = run_luigi("Month", "--as-of", FEB.isoformat())
+    result = run_luigi("Month", "--as-of", FEB.isoformat(), env=published.env)
     assert result.returncode == 0, result.stderr
     assert "complete" in result.stderr.lower() or "already" in result.stderr.lower() or "0 ran" in result.stderr
     assert tree_state(two_months) == before

@@ -19,7 +19,7 @@ from pipeline.errors import PostgresUnavailableError, QualityGateError
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin
+from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, PublishedLake, luigi_bin
 from tests.drops import edit_rows, seed_copy, set_value
 
 SCHEMA = load_schema()
@@ -69,56 +69,49 @@ def assert_nothing_published(pg: psycopg.Connection, pg_schema: str, lake_root: 
     assert staging == 0
 
 
-@pytest.fixture
-def published(run_luigi, pg, pg_schema: str, lake_root: Path) -> Path:
-    result = run_luigi("Month", "--as-of", FEB.isoformat(), "--workers", "2")
-    assert result.returncode == 0, result.stderr
-    return lake_root
-
-
-def test_live_tables_equal_the_latest_snapshot_row_for_row(published: Path, pg, pg_schema: str):
+def test_live_tables_equal_the_latest_snapshot_row_for_row(published: PublishedLake, pg):
     for table in SCHEMA.table_names:
-        assert table_rows(pg, pg_schema, table) == lake_rows(published, table, FEB), table
+        assert table_rows(pg, published.pg_schema, table) == lake_rows(published.root, table, FEB), table
 
 
-def test_snapshot_tables_hold_both_months_with_january_values(published: Path, pg, pg_schema: str):
+def test_snapshot_tables_hold_both_months_with_january_values(published: PublishedLake, pg):
     for table in SCHEMA.table_names:
         for as_of in (JAN, FEB):
             rows = [
                 tuple(r[:-1])
                 for r in pg.execute(
                     sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
-                        sql.Identifier(pg_schema, f"{table}_snapshots")
+                        sql.Identifier(published.pg_schema, f"{table}_snapshots")
                     ),
                     [as_of],
                 ).fetchall()
             ]
-            assert rows == lake_rows(published, table, as_of), (table, as_of)
+            assert rows == lake_rows(published.root, table, as_of), (table, as_of)
     profile = pg.execute(
         sql.SQL("SELECT count(*), count(DISTINCT as_of) FROM {}").format(
-            sql.Identifier(pg_schema, "subscriptions_profile_snapshots")
+            sql.Identifier(published.pg_schema, "subscriptions_profile_snapshots")
         )
     ).fetchone()
     assert profile[1] == 2 and profile[0] > 0
 
 
-def test_pipeline_runs_records_both_months_with_counts(published: Path, pg, pg_schema: str):
+def test_pipeline_runs_records_both_months_with_counts(published: PublishedLake, pg):
     runs = pg.execute(
         sql.SQL("SELECT as_of, status, row_counts, changes FROM {} ORDER BY as_of").format(
-            sql.Identifier(pg_schema, "pipeline_runs")
+            sql.Identifier(published.pg_schema, "pipeline_runs")
         )
     ).fetchall()
     assert [(r[0], r[1]) for r in runs] == [(JAN, "published"), (FEB, "published")]
-    feb_users = len(lake_rows(published, "users", FEB))
+    feb_users = len(lake_rows(published.root, "users", FEB))
     assert runs[1][2]["users"] == feb_users
-    assert runs[0][3]["users"]["inserted"] == len(lake_rows(published, "users", JAN))
+    assert runs[0][3]["users"]["inserted"] == len(lake_rows(published.root, "users", JAN))
     assert runs[1][3]["users"]["inserted"] == feb_users - runs[0][2]["users"]
 
 
-def test_rerun_of_a_published_month_writes_no_row(published: Path, run_luigi, pg, pg_schema: str):
-    before = fingerprint(pg, pg_schema)
-    assert run_luigi("Month", "--as-of", FEB.isoformat()).returncode == 0
-    assert fingerprint(pg, pg_schema) == before
+def test_rerun_of_a_published_month_writes_no_row(published: PublishedLake, run_luigi, pg):
+    before = fingerprint(pg, published.pg_schema)
+    assert run_luigi("Month", "--as-of", FEB.isoformat(), env=published.env).returncode == 0
+    assert fingerprint(pg, published.pg_schema) == before
 
 
 def test_republishing_the_same_month_in_process_leaves_rows_untouched(settings: Settings, pg, pg_schema: str):
@@ -363,12 +356,12 @@ def test_postgres_refusing_the_data_rolls_back_with_one_clear_line(settings, pg,
     assert_nothing_published(pg, pg_schema, settings.lake_root, FEB, before)
 
 
-def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: Path, pg, pg_schema: str):
+def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: PublishedLake, pg):
     """The month's partition is loaded and keyed in staging, then moved and attached: afterwards it is an
     ordinary partition (its primary key attached to the parent's, no staging default or CHECK left), and
     no staging schema or scratch table remains."""
     for table in SCHEMA.table_names:
-        parent = f'"{pg_schema}"."{table}_snapshots"'
+        parent = f'"{published.pg_schema}"."{table}_snapshots"'
         partitions = pg.execute(
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c "
             "ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass ORDER BY 1",
@@ -378,7 +371,7 @@ def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: P
             (f"{table}_snapshots_{d:%Y%m%d}", f"FOR VALUES IN ('{d.isoformat()}')") for d in (JAN, FEB)
         ]
         for name, _ in partitions:
-            part = f'"{pg_schema}"."{name}"'
+            part = f'"{published.pg_schema}"."{name}"'
             constraints = pg.execute(
                 "SELECT contype, pg_get_constraintdef(oid), conparentid <> 0 FROM pg_constraint "
                 "WHERE conrelid = %s::regclass",
@@ -388,7 +381,7 @@ def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: P
             defaults = pg.execute("SELECT count(*) FROM pg_attrdef WHERE adrelid = %s::regclass", [part]).fetchone()[0]
             assert defaults == 0, name
     leftovers = pg.execute(
-        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"{pg_schema}__staging%"]
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", [f"{published.pg_schema}__staging%"]
     ).fetchall()
     assert leftovers == []
 
@@ -417,7 +410,7 @@ def test_a_failed_staging_load_stops_the_waiting_live_upsert_and_publishes_nothi
     def publish_february() -> None:
         try:
             run_month(settings, FEB)
-        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+        except BaseException as e:  # handed to the test, which asserts on it
             outcome["error"] = e
 
     runner = threading.Thread(target=publish_february, daemon=True)

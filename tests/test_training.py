@@ -26,18 +26,13 @@ from pipeline.training import (
     training_frame,
     training_set,
 )
-from tests.test_cli_status import PublishedLake, luigi, publish_seed_months
+from tests.conftest import PublishedLake
+from tests.test_cli_status import luigi
 
 JAN, FEB, MARCH = date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31)
 SCHEMA = load_schema()
 KEY = SCHEMA.root.key
 FEATURE_TABLES = [t for t in SCHEMA.tables if t.name not in (SCHEMA.root.name, LABEL_TABLE)]
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> PublishedLake:
-    """Both seed months, built once for this module; only the TrainingSet task tests write (to training/)."""
-    return publish_seed_months(tmp_path_factory, pg_dsn)
 
 
 @pytest.fixture(scope="module")
@@ -155,29 +150,30 @@ def test_training_frame_without_pandas_says_how_to_get_it(published: PublishedLa
 # --- the Luigi task -----------------------------------------------------------------------------
 
 
-def test_training_set_task_writes_data_and_metadata(published: PublishedLake):
-    result = luigi(published.env, "TrainingSet", "--as-of", "2024-01-31", "--label-as-of", "2024-02-29")
+def test_training_set_task_writes_data_and_metadata(published_copy: PublishedLake):
+    # the task writes training/ into the lake: a copy of the shared one
+    result = luigi(published_copy.env, "TrainingSet", "--as-of", "2024-01-31", "--label-as-of", "2024-02-29")
     assert result.returncode == 0, result.stderr[-3000:]
-    folder = output_dir(published.root, JAN, FEB)
-    assert folder == published.root / "training" / "as_of=2024-01-31" / "label_as_of=2024-02-29"
+    folder = output_dir(published_copy.root, JAN, FEB)
+    assert folder == published_copy.root / "training" / "as_of=2024-01-31" / "label_as_of=2024-02-29"
     written = pq.read_table(folder / "data.parquet")
-    assert written.equals(training_set(JAN, FEB, lake_root=published.root))
+    assert written.equals(training_set(JAN, FEB, lake_root=published_copy.root))
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["rows"] == written.num_rows and meta["rows_without_label"] == 0
     assert {t: s["as_of"] for t, s in meta["sources"].items()} == {
         t: ("2024-02-29" if t == LABEL_TABLE else "2024-01-31") for t in SCHEMA.table_names
     }
-    manifest = json.loads(Lake(published.root).manifest(JAN).read_text())
+    manifest = json.loads(Lake(published_copy.root).manifest(JAN).read_text())
     assert meta["sources"]["users"]["run_id"] == manifest["run_id"]
 
-    result = luigi(published.env, "TrainingSet", "--as-of", "2024-01-31")
+    result = luigi(published_copy.env, "TrainingSet", "--as-of", "2024-01-31")
     assert result.returncode == 0, result.stderr[-3000:]
-    plain = output_dir(published.root, JAN)
-    assert pq.read_table(plain / "data.parquet").equals(training_set(JAN, lake_root=published.root))
+    plain = output_dir(published_copy.root, JAN)
+    assert pq.read_table(plain / "data.parquet").equals(training_set(JAN, lake_root=published_copy.root))
     assert (folder / "data.parquet").exists(), "the labelled set beside it is kept"
 
     before = (folder / "data.parquet").stat().st_mtime_ns
-    again = luigi(published.env, "TrainingSet", "--as-of", "2024-01-31", "--label-as-of", "2024-02-29")
+    again = luigi(published_copy.env, "TrainingSet", "--as-of", "2024-01-31", "--label-as-of", "2024-02-29")
     assert again.returncode == 0 and "1 complete ones were encountered" in again.stderr
     assert (folder / "data.parquet").stat().st_mtime_ns == before
 

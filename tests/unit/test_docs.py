@@ -1,0 +1,73 @@
+"""Docs that cannot go stale (#13.7): the README's configuration table is generated from
+pipeline.config.SETTINGS, and the dev-loop commands it shows exist in the Makefile.
+
+    python -m tests.unit.test_docs      # rewrite README.md's configuration table from SETTINGS
+
+(The README's bad-input table is checked the same way by tests/test_bad_input.py, against its CASES.)
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import sys
+
+from pipeline.config import _KNOWN_KEYS, MONTHS_SECTION, PIPELINE_SECTION, SETTINGS
+from pipeline.schema import PROJECT_ROOT
+
+README = PROJECT_ROOT / "README.md"
+MAKEFILE = PROJECT_ROOT / "Makefile"
+README_START = (
+    "<!-- configuration table: generated from pipeline.config.SETTINGS (python -m tests.unit.test_docs) -->\n"
+)
+README_END = "<!-- end of configuration table -->"
+STALE = "README.md's configuration table differs from pipeline.config.SETTINGS: run python -m tests.unit.test_docs"
+
+
+def render_table() -> str:
+    rows = [f"| `[{PIPELINE_SECTION}] {s.key}` | `{s.default}` | {s.meaning} |" for s in SETTINGS]
+    rows.append(f"| `[{MONTHS_SECTION}] YYYY-MM-DD` | | drop folder of that as_of |")
+    return "| key | default | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def render_readme(text: str) -> str:
+    before, _, rest = text.partition(README_START)
+    _, _, after = rest.partition(README_END)
+    return before + README_START + render_table() + README_END + after
+
+
+def readme_table() -> str:
+    text = README.read_text(encoding="utf-8")
+    assert README_START in text and README_END in text, "README.md has no generated configuration table"
+    return text.partition(README_START)[2].partition(README_END)[0]
+
+
+def test_every_setting_is_in_the_readme_table_and_every_row_is_a_setting():
+    documented = set(re.findall(rf"^\| `\[{PIPELINE_SECTION}\] (\w+)`", readme_table(), flags=re.MULTILINE))
+    assert documented - _KNOWN_KEYS == set(), f"README documents keys the code does not read. {STALE}"
+    assert _KNOWN_KEYS - documented == set(), f"README lacks keys the code reads. {STALE}"
+
+
+def test_the_readme_configuration_table_is_generated_from_settings():
+    assert readme_table() == render_table(), STALE
+
+
+def test_the_repository_luigi_cfg_sets_only_declared_keys_with_valid_values():
+    config = configparser.RawConfigParser()
+    config.read(PROJECT_ROOT / "luigi.cfg", encoding="utf-8")
+    parsers = {s.key: s.parse for s in SETTINGS}
+    for key, value in config.items(PIPELINE_SECTION):
+        assert key in parsers, f"luigi.cfg [{PIPELINE_SECTION}] {key} is not declared in pipeline.config.SETTINGS"
+        parsers[key](value)
+
+
+def test_every_make_target_the_readme_shows_exists():
+    targets = set(re.findall(r"^([a-z-]+):", MAKEFILE.read_text(encoding="utf-8"), flags=re.MULTILINE))
+    shown = set(re.findall(r"\bmake ([a-z-]+)", README.read_text(encoding="utf-8")))
+    assert shown, "README.md shows no make command"
+    assert shown <= targets, f"README.md shows make targets the Makefile lacks: {sorted(shown - targets)}"
+
+
+if __name__ == "__main__":
+    README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote the configuration table of {README.name} ({len(SETTINGS)} settings)", file=sys.stderr)
