@@ -27,21 +27,22 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from pipeline import ddl
+from pipeline import ddl, pipeline_tables
 from pipeline.concurrency import run_all
 from pipeline.config import PostgresSettings
 from pipeline.duck import literal, quote, read_parquet
 from pipeline.errors import PostgresUnavailableError, PublishError
 from pipeline.failpoints import failpoint
+from pipeline.runs import Status
 from pipeline.schema import Schema, Table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RUNS_TABLE = "pipeline_runs"
-VOLUME_TABLE = "drop_volume"
+RUNS_TABLE = pipeline_tables.RUNS_TABLE
+VOLUME_TABLE = pipeline_tables.VOLUME_TABLE
 COPY_CHUNK = 1 << 20
-PUBLISHED = "published"
+PUBLISHED = Status.PUBLISHED.value
 
 
 # --- connections ------------------------------------------------------------------------------
@@ -138,22 +139,6 @@ def _columns(names: list[str], prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(_ident(prefix, n) for n in names)
 
 
-def runs_table_ddl(pg_schema: str) -> sql.Composed:
-    return sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {} (
-            as_of        DATE PRIMARY KEY,
-            status       TEXT NOT NULL,
-            run_id       TEXT NOT NULL,
-            row_counts   JSONB NOT NULL,
-            changes      JSONB NOT NULL,
-            checks       JSONB NOT NULL,
-            sources      JSONB NOT NULL,
-            started_at   TIMESTAMPTZ NOT NULL,
-            finished_at  TIMESTAMPTZ NOT NULL
-        )"""
-    ).format(_ident(pg_schema, RUNS_TABLE))
-
-
 def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
     """Create the schema, live, snapshot and run tables and the profile view when missing, and give the
     columns of existing ones the collation sql/schema.sql declares."""
@@ -162,7 +147,8 @@ def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> N
         _migrate_collations(conn, schema, pg_schema)
         for statement in ddl.all_tables(schema, pg_schema):
             conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
-        conn.execute(runs_table_ddl(pg_schema))
+        for statement in pipeline_tables.runs_table(pg_schema):  # from sql/pipeline_tables.sql
+            conn.execute(statement)  # type: ignore[arg-type]
 
 
 def _migrate_collations(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
@@ -462,18 +448,13 @@ def _load_table(
 def _load_volume(conn: psycopg.Connection, stage: str, volume: list[dict]) -> None:
     """The drop volume figures the quality checks compare (checks/across_tables.yml)."""
     volume_table = _ident(stage, VOLUME_TABLE)
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE {} (table_name TEXT, drop_rows BIGINT, previous_drop_rows BIGINT, "
-            "snapshot_rows BIGINT, previous_snapshot_rows BIGINT, deleted_rows BIGINT)"
-        ).format(volume_table)
-    )
+    conn.execute(pipeline_tables.volume_table(stage))  # type: ignore[arg-type]  # from sql/pipeline_tables.sql
+    columns = pipeline_tables.column_names(VOLUME_TABLE)
     with conn.cursor() as cur:
         cur.executemany(
-            sql.SQL(
-                "INSERT INTO {} VALUES (%(table_name)s, %(drop_rows)s, %(previous_drop_rows)s, "
-                "%(snapshot_rows)s, %(previous_snapshot_rows)s, %(deleted_rows)s)"
-            ).format(volume_table),
+            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                volume_table, _columns(columns), sql.SQL(", ").join(sql.Placeholder(c) for c in columns)
+            ),
             volume,
         )
 
@@ -595,7 +576,7 @@ def publishing(
                 result.snapshot_rows[table.name] = _sync_snapshot(conn, table, pg_schema, stage, as_of, rows)
             log.info("snapshot tables: %d rows for %s", sum(result.snapshot_rows.values()), as_of)
             result.seconds["snapshots"] = round(time.perf_counter() - started, 3)
-            columns = list(run_row)
+            columns = pipeline_tables.column_names(RUNS_TABLE)  # run_row has them all (runs.RunRecord)
             conn.execute(
                 sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (as_of) DO UPDATE SET {}").format(
                     runs,
@@ -603,7 +584,7 @@ def publishing(
                     sql.SQL(", ").join(sql.Placeholder() for _ in columns),
                     sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in columns),
                 ),
-                [json.dumps(v) if isinstance(v, dict | list) else v for v in run_row.values()],
+                [json.dumps(v) if isinstance(v, dict | list) else v for v in (run_row[c] for c in columns)],
             )
             failpoint("in_transaction")
             return result
