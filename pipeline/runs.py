@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # only for build()'s arguments; none of them imports this mod
     from pipeline.merge import MergeResult
     from pipeline.stage import StageResult
 
-MANIFEST = "manifest.json"
 ATTEMPTS = "attempts"
 FULL_DUMP = "full-dump"
 UPSERT = "upsert"
@@ -445,7 +444,7 @@ class RunStore:
         self.lake = lake if isinstance(lake, lakefs.Lake) else lakefs.Lake(Path(lake))
 
     def manifest_path(self, as_of: date) -> Path:
-        return self.lake.run_dir(as_of) / MANIFEST
+        return self.lake.manifest(as_of)
 
     def attempts_dir(self, as_of: date) -> Path:
         return self.lake.run_dir(as_of) / ATTEMPTS
