@@ -179,6 +179,7 @@ RUNS_SCHEMA = pa.schema(
         ("started_at", pa.string()),
         ("published_at", pa.string()),
         ("tables", pa.string()),  # JSON: table -> rows and inserted/updated/unchanged/carried/deleted
+        ("contract", pa.string()),  # JSON: sha256 of sql/schema.sql and table -> columns; NULL if not recorded
     ]
 )
 
@@ -206,6 +207,7 @@ def runs_view_row(month: MonthRecord, root_table: str) -> dict[str, object]:
         "started_at": r.started_at.isoformat() if r.started_at else None,
         "published_at": r.published_at.isoformat() if r.published_at else None,
         "tables": json.dumps(r.tables),
+        "contract": json.dumps(r.contract.to_json()) if r.contract else None,
     }
 
 
@@ -217,7 +219,8 @@ def _create_runs(con: duckdb.DuckDBPyConnection, records: dict[date, MonthRecord
         con.execute(
             f"CREATE OR REPLACE TABLE {RUNS_VIEW} AS SELECT * REPLACE ("
             f"CAST(started_at AS TIMESTAMPTZ) AS started_at, "
-            f"CAST(published_at AS TIMESTAMPTZ) AS published_at, CAST(tables AS JSON) AS tables) "
+            f"CAST(published_at AS TIMESTAMPTZ) AS published_at, CAST(tables AS JSON) AS tables, "
+            f"CAST(contract AS JSON) AS contract) "
             f"FROM __streamflow_runs ORDER BY as_of"
         )
     finally:
