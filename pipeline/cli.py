@@ -182,6 +182,9 @@ def render_status(report) -> str:  # noqa: ANN001 - pipeline.status.StatusReport
         ]
         if notes:
             lines += ["", "checks that failed or warned:", *notes]
+        changed = [f"  {m.as_of}  contract changed: {m.contract_change}" for m in report.months if m.contract_change]
+        if changed:
+            lines += ["", "sql/schema.sql changed since the previous published month:", *changed]
     lines.append("")
     if report.postgres_error:
         lines.append("PostgreSQL could not be asked: the lake side only (see the error below).")

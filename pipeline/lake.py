@@ -23,17 +23,17 @@ are as current as the moment :func:`connect` was called.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from pipeline import duck, lakefs, manifest
+from pipeline import duck, lakefs
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import LakeStateError
+from pipeline.runs import MonthRecord, RunStore
 from pipeline.schema import Schema, Table, load_schema
 
 SNAPSHOTS_SUFFIX = "_snapshots"
@@ -45,51 +45,9 @@ AS_OF = "as_of"
 # --- what the lake holds ------------------------------------------------------------------------
 
 
-@dataclass
-class MonthRecord:
-    """What the lake says about one month: its published manifest, or its latest failed attempt."""
-
-    as_of: date
-    status: str  # "published", or "failed" when only failed attempts exist
-    record: dict  # the manifest (published) or the latest attempt (failed)
-    attempts: list[dict] = field(default_factory=list)  # failed attempts, oldest first
-
-    @property
-    def published(self) -> bool:
-        return self.status == manifest.PUBLISHED
-
-    @property
-    def run_id(self) -> str | None:
-        return self.record.get("run_id")
-
-
-def month_records(lake_root: Path) -> dict[date, MonthRecord]:
-    """as_of -> what the lake's run records say about it, for every month with a manifest or an attempt."""
-    root = Path(lake_root) / "runs"
-    months: dict[date, MonthRecord] = {}
-    if not root.is_dir():
-        return months
-    for run_dir in sorted(root.glob("as_of=*")):
-        try:
-            as_of = date.fromisoformat(run_dir.name.removeprefix("as_of="))
-        except ValueError:
-            continue  # not a month's folder (e.g. a temporary name)
-        attempts = sorted(
-            (manifest.read(p) for p in (run_dir / "attempts").glob("*.json")),
-            key=lambda r: (r.get("recorded_at") or r.get("started_at") or "", r.get("run_id") or ""),
-        )
-        path = run_dir / "manifest.json"
-        if path.exists():
-            record = manifest.read(path)
-            months[as_of] = MonthRecord(as_of, record.get("status") or "unknown", record, attempts)
-        elif attempts:
-            months[as_of] = MonthRecord(as_of, attempts[-1].get("status") or manifest.FAILED, attempts[-1], attempts)
-    return months
-
-
 def published_months(lake_root: Path) -> list[date]:
     """The published months of a lake, oldest first."""
-    return sorted(d for d, m in month_records(lake_root).items() if m.published)
+    return RunStore(Path(lake_root)).published_months()
 
 
 # --- the connection -----------------------------------------------------------------------------
@@ -118,7 +76,7 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema
     """Create (or replace) every view on ``con``; returns the published months they read."""
     schema = schema or load_schema()
     lake = lakefs.Lake(Path(lake_root))
-    records = month_records(lake.root)
+    records = RunStore(lake).months()
     months = sorted(d for d, m in records.items() if m.published)
     for table in schema.tables:
         files = [lake.snapshot_file(table.name, d) for d in months]
@@ -221,46 +179,48 @@ RUNS_SCHEMA = pa.schema(
         ("started_at", pa.string()),
         ("published_at", pa.string()),
         ("tables", pa.string()),  # JSON: table -> rows and inserted/updated/unchanged/carried/deleted
+        ("contract", pa.string()),  # JSON: sha256 of sql/schema.sql and table -> columns; NULL if not recorded
     ]
 )
 
 
-def run_row(month: MonthRecord, root_table: str) -> dict:
-    """The ``runs`` row of one month (also what ``streamflow status`` shows of the lake side)."""
+def runs_view_row(month: MonthRecord, root_table: str) -> dict[str, object]:
+    """The row of one month in the DuckDB table ``runs`` (not PostgreSQL's pipeline_runs row)."""
     r = month.record
-    users = (r.get("tables") or {}).get(root_table) or {}
-    checks = r.get("checks") or {}
-    failed_attempts = [a for a in month.attempts if a.get("status") == manifest.FAILED]
+    users = r.tables.get(root_table) or {}
+    checks = r.checks
     return {
         "as_of": month.as_of,
-        "status": month.status,
-        "run_id": r.get("run_id"),
-        "mode": r.get("mode"),
-        "source": r.get("source"),
-        "previous_as_of": date.fromisoformat(r["previous_as_of"]) if r.get("previous_as_of") else None,
+        "status": str(month.status),
+        "run_id": r.run_id,
+        "mode": r.mode,
+        "source": r.source,
+        "previous_as_of": r.previous_as_of,
         "users": users.get("rows"),
         "users_inserted": users.get("inserted"),
         "users_updated": users.get("updated"),
         "users_deleted": users.get("deleted"),
-        "checks_passed": checks.get("passed"),
-        "checks_warned": checks.get("warned"),
-        "checks_failed": checks.get("failed"),
-        "failed_attempts": len(failed_attempts),
-        "started_at": r.get("started_at"),
-        "published_at": r.get("published_at"),
-        "tables": json.dumps(r.get("tables") or {}),
+        "checks_passed": checks.passed if checks else None,
+        "checks_warned": checks.warned if checks else None,
+        "checks_failed": checks.failed if checks else None,
+        "failed_attempts": month.failed_attempts,
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "published_at": r.published_at.isoformat() if r.published_at else None,
+        "tables": json.dumps(r.tables),
+        "contract": json.dumps(r.contract.to_json()) if r.contract else None,
     }
 
 
 def _create_runs(con: duckdb.DuckDBPyConnection, records: dict[date, MonthRecord]) -> None:
     root = load_schema().root.name
-    rows = pa.Table.from_pylist([run_row(records[d], root) for d in sorted(records)], schema=RUNS_SCHEMA)
+    rows = pa.Table.from_pylist([runs_view_row(records[d], root) for d in sorted(records)], schema=RUNS_SCHEMA)
     con.register("__streamflow_runs", rows)
     try:  # a small table, copied so that it does not depend on a registered Python object
         con.execute(
             f"CREATE OR REPLACE TABLE {RUNS_VIEW} AS SELECT * REPLACE ("
             f"CAST(started_at AS TIMESTAMPTZ) AS started_at, "
-            f"CAST(published_at AS TIMESTAMPTZ) AS published_at, CAST(tables AS JSON) AS tables) "
+            f"CAST(published_at AS TIMESTAMPTZ) AS published_at, CAST(tables AS JSON) AS tables, "
+            f"CAST(contract AS JSON) AS contract) "
             f"FROM __streamflow_runs ORDER BY as_of"
         )
     finally:

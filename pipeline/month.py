@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pipeline import duck, lakefs, manifest
+from pipeline import duck, lakefs, runs
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, LakeStateError, PipelineError, PublishedMonthError
@@ -56,14 +56,9 @@ class MonthPlan:
         return self.lake.work(self.as_of) / "merge" / table / key
 
 
-def published_months(lake: lakefs.Lake) -> dict[date, dict]:
-    """as_of -> manifest of every month the lake has published."""
-    months = {}
-    for path in lake.manifests():
-        record = manifest.read(path)
-        if record.get("status") == manifest.PUBLISHED:
-            months[date.fromisoformat(record["as_of"])] = record
-    return months
+def published_months(lake: lakefs.Lake) -> dict[date, runs.RunRecord]:
+    """as_of -> run record of every month the lake has published (:meth:`runs.RunStore.published`)."""
+    return runs.RunStore(lake).published()
 
 
 def previous_as_of(settings: Settings, as_of: date) -> date | None:
@@ -181,22 +176,24 @@ def stage_and_merge(settings: Settings, plan: MonthPlan, schema: Schema) -> dict
         raise
 
 
-def changed_sources(plan: MonthPlan, published: dict, schema: Schema | None = None) -> dict[str, tuple[str, str]]:
+def changed_sources(
+    plan: MonthPlan, published: runs.RunRecord, schema: Schema | None = None
+) -> dict[str, tuple[str, str]]:
     """table -> (published sha256, sha256 now) of every drop file that differs from what was published.
     A file whose size and modification time both match what was published is taken as the same file;
     otherwise it is hashed (a copy of the same bytes is still the same drop)."""
     changed = {}
     for table in (schema or load_schema()).table_names:
-        before = published["files"][table]
+        before = published.files[table]
         path = plan.source_file(table)
         if not path.is_file():
-            changed[table] = (before["sha256"], "missing")
+            changed[table] = (before.sha256, "missing")
             continue
         stat = path.stat()
-        if stat.st_size != before["size"]:
-            changed[table] = (before["sha256"], "size differs")
-        elif stat.st_mtime_ns != before.get("mtime_ns") and (now := sha256_of(path)) != before["sha256"]:
-            changed[table] = (before["sha256"], now)
+        if stat.st_size != before.size:
+            changed[table] = (before.sha256, "size differs")
+        elif stat.st_mtime_ns != before.mtime_ns and (now := sha256_of(path)) != before.sha256:
+            changed[table] = (before.sha256, now)
     return changed
 
 

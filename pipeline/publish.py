@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import duck, lakefs, manifest, quality
+from pipeline import duck, lakefs, quality, runs
 from pipeline.config import Settings
 from pipeline.errors import DeletionLimitError, LakeStateError
 from pipeline.failpoints import failpoint
@@ -60,10 +60,10 @@ log = logging.getLogger(__name__)
 class PublishOptions:
     confirm_deletions: bool = False
     republish: bool = False  # publish again even though the month is published from the same drop
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
-def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions | None = None) -> dict:
+def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions | None = None) -> runs.RunRecord:
     """Gate and publish a staged and merged month. Returns its run record.
 
     Holds the month's lock throughout: a second run of the same month waits, then finds it published
@@ -75,14 +75,14 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
             log.info(
                 "month %s was published by another run meanwhile (run %s): nothing to do",
                 plan.as_of,
-                published["run_id"],
+                published.run_id,
             )
             return published
         lakefs.sweep_month(plan.lake, plan.as_of)
         return _publish_locked(settings, plan, options)
 
 
-def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> dict:
+def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> runs.RunRecord:
     schema = load_schema()
     started_at = datetime.now(UTC)
     run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -165,8 +165,11 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 report = gate.report()
                 timings["checks"] = report.seconds
                 timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
-                record = manifest.build(
-                    plan=plan,
+                record = runs.RunRecord.build(
+                    as_of=plan.as_of,
+                    source=plan.source,
+                    full_dump=plan.full_dump,
+                    previous_as_of=plan.previous,
                     run_id=run_id,
                     stages=stages,
                     merges=merges,
@@ -179,14 +182,13 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     previous=previous_record,
                     extra=options.extra,
                 )
-                _record_replaced(plan, record)
+                record = record.replacing(runs.RunStore(plan.lake).get(plan.as_of))  # a correction keeps history
                 if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
-                    record["status"] = manifest.FAILED
-                    manifest.write_attempt(plan.lake, record)
+                    runs.RunStore(plan.lake).write_attempt(record.as_failed())
                     quality.raise_if_failed(report, plan.as_of)
                 failpoint("checked")
                 t0 = time.perf_counter()
-                sync = pub.finish(manifest.run_row(record, finished_at=datetime.now(UTC)))
+                sync = pub.finish(record.pipeline_runs_row(finished_at=datetime.now(UTC)))
             # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
             timings["sync"] = round(time.perf_counter() - t0, 3)
             timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
@@ -197,11 +199,8 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     except Exception:
         drop_staging_quietly(dsn, pg_schema, plan.as_of)  # a failed month leaves no staging behind
         raise
-    record["timings"] = timings
-    record["live_updated"] = sync.live_updated
-    record["status"] = manifest.PUBLISHED
-    record["published_at"] = datetime.now(UTC).isoformat()
-    _after_commit(plan, lambda: manifest.write(plan.lake, record))
+    record = record.as_published(timings=timings, live_updated=sync.live_updated)
+    _after_commit(plan, lambda: runs.RunStore(plan.lake).write(record))
     failpoint("manifest_written")
     shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
     log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
@@ -242,20 +241,6 @@ def _after_commit(plan: MonthPlan, step: Callable[[], object]) -> None:
         ) from None
 
 
-def _record_replaced(plan: MonthPlan, record: dict) -> None:
-    """A correction keeps the history of the runs it replaces in its record."""
-    replaced = published_months(plan.lake).get(plan.as_of)
-    if replaced is not None:
-        record["replaced"] = [
-            *replaced.get("replaced", []),
-            {
-                "run_id": replaced["run_id"],
-                "published_at": replaced.get("published_at"),
-                "sha256": {t: f["sha256"] for t, f in replaced["files"].items()},
-            },
-        ]
-
-
 def _check_deletions(
     settings: Settings, plan: MonthPlan, schema: Schema, merges: dict[str, MergeResult], options: PublishOptions
 ) -> None:
@@ -272,16 +257,16 @@ def _check_deletions(
 
 
 def _volume_rows(
-    schema: Schema, stages: dict[str, StageResult], merges: dict[str, MergeResult], previous: dict | None
-) -> list[dict]:
+    schema: Schema, stages: dict[str, StageResult], merges: dict[str, MergeResult], previous: runs.RunRecord | None
+) -> list[dict[str, object]]:
     rows = []
     for table in schema.table_names:
-        prev_files = (previous or {}).get("files", {})
+        prev_file = previous.files.get(table) if previous else None
         rows.append(
             {
                 "table_name": table,
                 "drop_rows": stages[table].source.rows,
-                "previous_drop_rows": prev_files.get(table, {}).get("rows", 0),
+                "previous_drop_rows": prev_file.rows if prev_file else 0,
                 "snapshot_rows": merges[table].rows,
                 "previous_snapshot_rows": merges[table].previous_rows,
                 "deleted_rows": merges[table].deleted,
@@ -318,7 +303,7 @@ def run_month(
     full_dump: bool = False,
     replace: bool = False,
     options: PublishOptions | None = None,
-) -> dict:
+) -> runs.RunRecord:
     """Stage, merge and publish one month in this process (the previous month must be published).
     A published month with the same drop is left as it is; a different drop needs ``replace``."""
     plan = plan_month(settings, as_of, source, full_dump)
@@ -353,9 +338,9 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
         plan = MonthPlan(
             lake=lake,
             as_of=as_of,
-            source=Path(record["source"]),
+            source=Path(record.source or ""),
             previous=previous_as_of(settings, as_of),
-            full_dump=record.get("mode") == "full-dump",
+            full_dump=record.full_dump,
             from_raw=True,
         )
         log.info("recomputing %s on top of the corrected %s", as_of, after)
@@ -367,10 +352,10 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
                 stage_dir / "result.json",
                 StageResult(
                     table=table,
-                    source=SourceFile(**record["files"][table]),
-                    rows=record["files"][table]["rows"],
-                    rejected=record["rejects"].get(table, 0),
-                    missing_columns=record.get("missing_columns", {}).get(table, []),
+                    source=SourceFile(**record.files[table].to_json()),
+                    rows=record.files[table].rows,
+                    rejected=record.rejects.get(table, 0),
+                    missing_columns=record.missing_columns.get(table, []),
                 ).to_json(),
             )
             merge_one(settings, plan, table, schema)

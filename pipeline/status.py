@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from pipeline import lake as lakeviews
-from pipeline import manifest
 from pipeline.config import Settings
 from pipeline.errors import PostgresUnavailableError
 from pipeline.pg import connect as pg
 from pipeline.pg.tables import published_runs
+from pipeline.runs import Contract, RunStore, Status
 from pipeline.schema import load_schema
 
 
@@ -35,6 +34,8 @@ class MonthStatus:
     postgres_run_id: str | None = None  # pipeline_runs' run_id for this as_of (status published)
     agrees: bool | None = None  # None when PostgreSQL could not be asked
     disagreement: str | None = None  # why not, in words
+    contract_sha256: str | None = None  # of the sql/schema.sql it was published under (None: not recorded)
+    contract_change: str | None = None  # how the contract differs from the previous published month's
 
     @property
     def users_changes(self) -> dict[str, int]:
@@ -67,30 +68,33 @@ class StatusReport:
 
 
 def lake_side(lake_root: Path) -> dict[date, MonthStatus]:
-    """What the lake's run records say, one entry per month."""
+    """What the lake's run records say, one entry per month; ``contract_change`` says where the contract
+    differs from the previous published month's."""
     root = load_schema().root.name
     months = {}
-    for as_of, record in lakeviews.month_records(lake_root).items():
-        r = record.record
-        checks = r.get("checks") or {}
+    previous: Contract | None = None  # the previous published month's (months come oldest first)
+    for as_of, month in RunStore(Path(lake_root)).months().items():
+        r = month.record
         months[as_of] = MonthStatus(
             as_of=as_of,
-            status=record.status,
-            run_id=record.run_id,
-            users=((r.get("tables") or {}).get(root) or {}).get("rows"),
-            changes={
-                t: {k: v for k, v in counts.items() if k != "rows"} for t, counts in (r.get("tables") or {}).items()
-            },
-            checks_failed=checks.get("failed"),
-            checks_warned=checks.get("warned"),
+            status=str(month.status),
+            run_id=month.run_id,
+            users=r.rows.get(root),
+            changes=r.changes,
+            checks_failed=r.checks.failed if r.checks else None,
+            checks_warned=r.checks.warned if r.checks else None,
             not_passed=[
                 {k: c.get(k) for k in ("outcome", "name", "table", "value")}
-                for c in checks.get("checks", [])
-                if c.get("outcome") != "pass"
+                for c in (r.checks.not_passed if r.checks else [])
             ],
-            failed_attempts=sum(a.get("status") == manifest.FAILED for a in record.attempts),
-            published_at=r.get("published_at"),
+            failed_attempts=month.failed_attempts,
+            published_at=r.published_at.isoformat() if r.published_at else None,
+            contract_sha256=r.contract.sha256 if r.contract and month.published else None,
         )
+        if month.published:
+            if r.contract and previous and previous.sha256 != r.contract.sha256:
+                months[as_of].contract_change = r.contract.changes_since(previous)
+            previous = r.contract  # a month without a recorded contract is compared with nothing
     return months
 
 
@@ -101,7 +105,7 @@ def compare(months: dict[date, MonthStatus], runs: dict[date, dict]) -> list[Mon
             months[as_of] = MonthStatus(as_of=as_of, status="missing")
         months[as_of].postgres_run_id = row["run_id"]
     for m in months.values():
-        published = m.status == manifest.PUBLISHED
+        published = m.status == Status.PUBLISHED
         if published and m.postgres_run_id == m.run_id:
             m.agrees = True
         elif published and m.postgres_run_id is None:

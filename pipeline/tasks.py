@@ -20,6 +20,7 @@ from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
 from pipeline.lakefs import Lake
+from pipeline.runs import RunRecord
 from pipeline.schema import load_schema
 
 log = logging.getLogger("pipeline")
@@ -149,10 +150,10 @@ class Month(_MonthParams):
             for t in load_schema().table_names
         ]
 
-    def _published(self) -> dict | None:
+    def _published(self) -> RunRecord | None:
         return months.published_months(Lake(self.settings().lake_root)).get(self.as_of)
 
-    def _changed(self, published: dict) -> dict:
+    def _changed(self, published: RunRecord) -> dict[str, tuple[str, str]]:
         return months.changed_sources(self.plan(), published)
 
     def complete(self) -> bool:

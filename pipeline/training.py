@@ -29,11 +29,12 @@ import luigi
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import duck, lakefs, manifest
+from pipeline import duck, lakefs
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import ConfigError, LakeStateError, PipelineError
-from pipeline.lake import arrow, month_records
+from pipeline.lake import arrow
+from pipeline.runs import RunStore, versions
 from pipeline.schema import Schema, load_schema
 
 LABEL_TABLE = "labels"  # its value columns are the labels; every other table's are features
@@ -82,7 +83,7 @@ def plan_sources(
         )
     if LABEL_TABLE not in schema.table_names:
         raise ConfigError(f"sql/schema.sql declares no {LABEL_TABLE!r} table to take the training label from")
-    published = {d: m for d, m in month_records(lake_root).items() if m.published}
+    published = RunStore(Path(lake_root)).published()
     for month, what in ((as_of, "as_of"), (label, "label_as_of")):
         if month not in published:
             shown = ", ".join(d.isoformat() for d in sorted(published)) or "none yet"
@@ -254,7 +255,7 @@ def write_training_set(
         },
         "leakage_check": (f"passed: every feature from as_of={sources.as_of}, labels from as_of={sources.label_as_of}"),
         "created_at": datetime.now(UTC).isoformat(),
-        "versions": {k: v for k, v in manifest.versions().items() if k != "postgresql"} | {"pyarrow": pa.__version__},
+        "versions": {k: v for k, v in versions().items() if k != "postgresql"} | {"pyarrow": pa.__version__},
     }
     text = json.dumps(meta, indent=2) + "\n"
     if label_as_of is not None:
@@ -304,9 +305,7 @@ class TrainingSet(luigi.Task):
         if not path.exists():
             return False
         recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
-        published = {
-            d.isoformat(): m.run_id for d, m in month_records(self.settings().lake_root).items() if m.published
-        }
+        published = {d.isoformat(): r.run_id for d, r in RunStore(Path(self.settings().lake_root)).published().items()}
         return bool(recorded) and all(published.get(s["as_of"]) == s["run_id"] for s in recorded.values())
 
     def run(self) -> None:

@@ -85,7 +85,7 @@ def test_a_drop_larger_than_duckdb_memory_limit_is_ingested(settings, tmp_path: 
     limit = "48MB"
     assert drop_bytes > 48 * 1024 * 1024, drop_bytes
     record = run_month(settings.with_(duckdb_memory_limit=limit, months={}), as_of, drop)
-    assert record["tables"]["users"]["rows"] == 400_000
+    assert record.rows["users"] == 400_000
     users = duckdb.execute(
         f"SELECT count(*) FROM read_parquet('{Lake(settings.lake_root).snapshot_file('users', as_of)}')"
     ).fetchone()[0]

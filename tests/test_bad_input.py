@@ -899,7 +899,7 @@ def test_bad_input(case: Case, settings, lake_root: Path, pg, pg_schema: str, tm
     drop = _drop(case, tmp_path)
     if case.outcome == ACCEPTED:
         record = run_month(settings, JAN, drop)
-        assert record["status"] == "published"
+        assert record.published
         assert case.lands is not None
         case.lands(Published(lake_root, pg, pg_schema, drop))
         return

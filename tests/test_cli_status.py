@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipeline import manifest
 from pipeline.cli import build_parser, main
 from pipeline.lakefs import Lake
 from pipeline.schema import PROJECT_ROOT
@@ -100,7 +99,8 @@ def test_status_json_has_one_entry_per_month_with_both_run_ids(published: Publis
     assert report["postgres"]["schema"] == published.pg_schema
     assert [m["as_of"] for m in report["months"]] == [JAN.isoformat(), FEB.isoformat()]
     for month in report["months"]:
-        record = manifest.read(Lake(published.root).manifest(JAN if month["as_of"] == JAN.isoformat() else FEB))
+        path = Lake(published.root).manifest(JAN if month["as_of"] == JAN.isoformat() else FEB)
+        record = json.loads(path.read_text())
         assert month["status"] == "published" and month["agrees"] is True
         assert month["run_id"] == month["postgres_run_id"] == record["run_id"]
         assert month["changes"]["users"]["inserted"] == record["tables"]["users"]["inserted"]
@@ -149,7 +149,7 @@ def test_failed_third_month_shows_failed_and_agrees_until_postgres_loses_februar
     assert month_line(result.stdout, FEB.isoformat()).endswith("DISAGREES")
     assert month_line(result.stdout, JAN.isoformat()).endswith("agrees")
     assert "lake and PostgreSQL DISAGREE:" in result.stdout
-    feb_run = manifest.read(Lake(lake_root).manifest(FEB))["run_id"]
+    feb_run = json.loads(Lake(lake_root).manifest(FEB).read_text())["run_id"]
     assert f"  {FEB}: the lake published run {feb_run}; PostgreSQL has no pipeline_runs row" in result.stdout
     report = status_json(run_cli("status", "--json"))
     assert report["agree"] is False

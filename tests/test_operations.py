@@ -60,8 +60,8 @@ def test_full_dump_deletes_absent_users_from_snapshot_and_live(settings, tmp_pat
     feb = seed_copy(tmp_path / "feb", "month_001")
     gone = _remove_users(feb, 50)
     record = run_month(settings, FEB, feb, full_dump=True)
-    assert record["tables"]["users"]["deleted"] == 50
-    assert record["tables"]["labels"]["deleted"] == 50
+    assert record.tables["users"]["deleted"] == 50
+    assert record.tables["labels"]["deleted"] == 50
     for user in gone[:3]:
         assert snapshot_value(settings.lake_root, "users", FEB, "user_id", user) is None
         assert snapshot_value(settings.lake_root, "users", JAN, "user_id", user) == user  # history stays
@@ -93,7 +93,7 @@ def test_full_dump_deleting_too_many_users_needs_confirmation(settings, tmp_path
 
     settings_loose = settings.with_(volume_change_ratio=0.9)
     record = run_month(settings_loose, FEB, feb, full_dump=True, options=PublishOptions(confirm_deletions=True))
-    assert record["tables"]["users"]["deleted"] == 1500
+    assert record.tables["users"]["deleted"] == 1500
 
 
 def test_full_dump_refusal_through_luigi(run_luigi, tmp_path, lake_root):

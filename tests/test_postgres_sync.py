@@ -328,9 +328,10 @@ def test_a_warn_level_check_is_reported_and_does_not_block(settings, tmp_path, p
     drop = seed_copy(tmp_path / "jan")
     set_value(drop, "labels", 3, "churn_label", "")  # a missing label only warns
     record = run_month(settings, JAN, drop)
-    warned = [c for c in record["checks"]["checks"] if c["outcome"] == "warn"]
+    assert record.checks is not None
+    warned = [c for c in record.checks.checks if c["outcome"] == "warn"]
     assert [(c["name"], c["table"], c["value"]) for c in warned] == [("every user has a churn_label", "labels", 1)]
-    assert record["status"] == "published"
+    assert record.published
     summary = pg.execute(
         sql.SQL("SELECT checks FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [JAN]
     ).fetchone()[0]
@@ -491,7 +492,7 @@ def test_a_tables_checks_run_while_later_tables_still_load(settings, pg, pg_sche
     monkeypatch.setattr(quality, "_scan", scan)
     monkeypatch.setattr(staging, "_load_table", load)
     record = run_month(settings, JAN)
-    assert record["checks"]["failed"] == 0 and record["checks"]["passed"] > 0
+    assert record.checks is not None and record.checks.failed == 0 and record.checks.passed > 0
     for table in SCHEMA.table_names:
         assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, JAN), table
 

@@ -40,6 +40,7 @@ from pipeline.config import PostgresSettings, Settings
 from pipeline.errors import QualityGateError, RejectedRowsError
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
+from pipeline.runs import RunRecord
 from pipeline.schema import Column, Table, load_schema
 
 SCHEMA = load_schema()
@@ -326,18 +327,18 @@ def assert_published(
     s: Settings,
     pg: psycopg.Connection,
     as_of: date,
-    record: dict,
+    record: RunRecord,
     snapshots: dict[str, Rows],
     drops: dict[str, Rows],
     counts: dict[str, dict[str, int]],
 ) -> None:
-    assert record["status"] == "published"
+    assert record.published
     for table in SCHEMA.tables:
         name = table.name
         assert lake_rows(s.lake_root, "snapshots", table, as_of) == snapshots[name], name
         assert lake_rows(s.lake_root, "raw", table, as_of) == drops[name], name
-        assert {k: v for k, v in record["tables"][name].items() if k != "rows"} == counts[name], name
-        assert record["tables"][name]["rows"] == len(snapshots[name])
+        assert {k: v for k, v in record.tables[name].items() if k != "rows"} == counts[name], name
+        assert record.tables[name]["rows"] == len(snapshots[name])
         assert pg_rows(pg, s.postgres.schema, table, as_of) == snapshots[name], name
         assert pg_rows(pg, s.postgres.schema, table) == snapshots[name], name  # live: the newest month
 

@@ -30,7 +30,7 @@ def test_a_consumer_reading_the_profile_view_in_an_open_transaction_does_not_sta
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, "subscriptions_profile_snapshots"))
         )
         record = run_month(settings.with_(lock_timeout="5s"), FEB)
-    assert record["status"] == "published"
+    assert record.status == "published"
 
 
 def test_a_consumer_lock_on_a_live_table_fails_the_month_after_lock_timeout_naming_the_holder(
@@ -50,7 +50,7 @@ def test_a_consumer_lock_on_a_live_table_fails_the_month_after_lock_timeout_nami
     assert f"{pg_schema}.users by pid {holder} (user " in message and "application a-consumer" in message
     assert "nothing of the month was published" in message and "\n" not in message
     assert_nothing_published(pg, pg_schema, settings.lake_root, FEB, before)
-    assert run_month(settings, FEB)["status"] == "published"
+    assert run_month(settings, FEB).status == "published"
 
 
 @pytest.fixture

@@ -6,9 +6,12 @@ from datetime import date
 
 from psycopg import sql
 
-RUNS_TABLE = "pipeline_runs"
-VOLUME_TABLE = "drop_volume"
-PUBLISHED = "published"
+from pipeline import pipeline_tables
+from pipeline.runs import Status
+
+RUNS_TABLE = pipeline_tables.RUNS_TABLE
+VOLUME_TABLE = pipeline_tables.VOLUME_TABLE
+PUBLISHED = Status.PUBLISHED.value
 
 
 def ident(*names: str) -> sql.Identifier:

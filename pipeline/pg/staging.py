@@ -14,7 +14,7 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
-from pipeline import ddl
+from pipeline import ddl, pipeline_tables
 from pipeline.concurrency import run_all
 from pipeline.errors import PostgresUnavailableError
 from pipeline.pg.connect import connect
@@ -103,18 +103,13 @@ def _load_table(dsn: str, exports: CsvExports, table: Table, stage: str, as_of: 
 def _load_volume(conn: psycopg.Connection, stage: str, volume: list[dict]) -> None:
     """The drop volume figures the quality checks compare (checks/across_tables.yml)."""
     volume_table = ident(stage, VOLUME_TABLE)
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE {} (table_name TEXT, drop_rows BIGINT, previous_drop_rows BIGINT, "
-            "snapshot_rows BIGINT, previous_snapshot_rows BIGINT, deleted_rows BIGINT)"
-        ).format(volume_table)
-    )
+    conn.execute(pipeline_tables.volume_table(stage))  # type: ignore[arg-type]  # from sql/pipeline_tables.sql
+    columns = pipeline_tables.column_names(VOLUME_TABLE)
     with conn.cursor() as cur:
         cur.executemany(
-            sql.SQL(
-                "INSERT INTO {} VALUES (%(table_name)s, %(drop_rows)s, %(previous_drop_rows)s, "
-                "%(snapshot_rows)s, %(previous_snapshot_rows)s, %(deleted_rows)s)"
-            ).format(volume_table),
+            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                volume_table, column_list(columns), sql.SQL(", ").join(sql.Placeholder(c) for c in columns)
+            ),
             volume,
         )
 

@@ -10,28 +10,12 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
-from pipeline import ddl
+from pipeline import ddl, pipeline_tables
 from pipeline.pg.sqltext import PUBLISHED, RUNS_TABLE, ident, regclass
 from pipeline.schema import Schema
 
 log = logging.getLogger(__name__)
 VIEW_COMMENT_PREFIX = "streamflow-lake definition "
-
-
-def runs_table_ddl(pg_schema: str) -> sql.Composed:
-    return sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {} (
-            as_of        DATE PRIMARY KEY,
-            status       TEXT NOT NULL,
-            run_id       TEXT NOT NULL,
-            row_counts   JSONB NOT NULL,
-            changes      JSONB NOT NULL,
-            checks       JSONB NOT NULL,
-            sources      JSONB NOT NULL,
-            started_at   TIMESTAMPTZ NOT NULL,
-            finished_at  TIMESTAMPTZ NOT NULL
-        )"""
-    ).format(ident(pg_schema, RUNS_TABLE))
 
 
 def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
@@ -44,7 +28,8 @@ def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> N
         _migrate_collations(conn, schema, pg_schema)
         for statement in ddl.all_tables(schema, pg_schema):
             conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
-        conn.execute(runs_table_ddl(pg_schema))
+        for statement in pipeline_tables.runs_table(pg_schema):  # from sql/pipeline_tables.sql
+            conn.execute(statement)  # type: ignore[arg-type]
         _ensure_view(conn, ddl.PROFILE_VIEW, ddl.profile_view(schema, pg_schema), pg_schema)
 
 

@@ -20,7 +20,7 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from pipeline import ddl
+from pipeline import ddl, pipeline_tables
 from pipeline.failpoints import failpoint
 from pipeline.pg import tables
 from pipeline.pg.copy import CsvExports
@@ -133,7 +133,7 @@ def publishing(
 
 
 def _write_run_row(conn: psycopg.Connection, runs: sql.Identifier, run_row: dict) -> None:
-    columns = list(run_row)
+    columns = pipeline_tables.column_names(RUNS_TABLE)  # run_row has them all (runs.RunRecord)
     conn.execute(
         sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (as_of) DO UPDATE SET {}").format(
             runs,
@@ -141,7 +141,7 @@ def _write_run_row(conn: psycopg.Connection, runs: sql.Identifier, run_row: dict
             sql.SQL(", ").join(sql.Placeholder() for _ in columns),
             sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in columns),
         ),
-        [json.dumps(v) if isinstance(v, dict | list) else v for v in run_row.values()],
+        [json.dumps(v) if isinstance(v, dict | list) else v for v in (run_row[c] for c in columns)],
     )
 
 
