@@ -23,6 +23,7 @@ _KNOWN_KEYS = {
     "duckdb_memory_limit",
     "duckdb_threads",
     "postgres_schema",
+    "as_of_calendar",
 }
 POSTGRES_ENV = ("POSTGRES_DSN", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
 
@@ -64,6 +65,7 @@ class Settings:
     max_delete_ratio: float = 0.10  # --full-dump may delete at most this share of users unless confirmed
     duckdb_memory_limit: str = "1GB"  # DuckDB spills to <lake>/_tmp/duckdb beyond this
     duckdb_threads: int = 0  # 0 = DuckDB's default (all cores)
+    as_of_calendar: str = "month_end"  # which dates may be an as_of: month_end, or any
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
 
     def with_(self, **changes: object) -> Settings:
@@ -115,6 +117,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
             max_delete_ratio=float(values.get("max_delete_ratio", 0.10)),  # type: ignore[arg-type]
             duckdb_memory_limit=str(values.get("duckdb_memory_limit", "1GB")),
             duckdb_threads=int(values.get("duckdb_threads", 0)),  # type: ignore[call-overload]
+            as_of_calendar=str(values.get("as_of_calendar", "month_end")).strip(),
             postgres=PostgresSettings.from_env(env, schema=schema),
         )
     except ValueError as e:

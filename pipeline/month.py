@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,18 +30,48 @@ from pathlib import Path
 from pipeline import duck, lakefs, manifest, pgsql, quality
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
+from pipeline.decide import Action, Decision, check_as_of, decide
+from pipeline.errors import (
+    ConfigError,
+    DeletionLimitError,
+    DropChangedError,
+    LakeStateError,
+    PipelineError,
+    PublishedMonthError,
+)
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
-from pipeline.stage import SourceFile, StageResult, drop_file, fingerprint, sha256_of, stage_table
+from pipeline.stage import SourceFile, StageResult, drop_file, sha256_of, stage_table
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class FileIdentity:
+    """A drop file as it was when the run started: every work path of the month derives from this, so a
+    file touched or rewritten mid-run never sends a later step to another folder (issue #20 case 1)."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns)
+
+    def key(self, path: Path) -> str:
+        """The work folder name of this file: its path, size and modification time, hashed."""
+        return hashlib.sha1(f"{path.resolve()}|{self.size}|{self.mtime_ns}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class MonthPlan:
-    """Where one month's inputs come from and where its intermediate files go."""
+    """Where one month's inputs come from and where its intermediate files go. The drop files' identity
+    is recorded once, when the plan is made (:func:`plan_month`), and never read again from the disk."""
 
     lake: lakefs.Lake
     as_of: date
@@ -47,12 +79,16 @@ class MonthPlan:
     previous: date | None
     full_dump: bool = False
     from_raw: bool = False  # recomputing a published month from its typed drop in the lake (a correction)
+    files: Mapping[str, FileIdentity | None] = field(default_factory=dict, compare=False, hash=False)
 
     def source_file(self, table: str) -> Path:
         return self.source / f"{table}.csv"
 
     def source_key(self, table: str) -> str:
-        return "from-raw" if self.from_raw else fingerprint(self.source_file(table))
+        if self.from_raw:
+            return "from-raw"
+        identity = self.files.get(table) if table in self.files else FileIdentity.of(self.source_file(table))
+        return "missing" if identity is None else identity.key(self.source_file(table))
 
     def stage_dir(self, table: str) -> Path:
         return self.lake.work(self.as_of) / "stage" / table / self.source_key(table)
@@ -93,14 +129,108 @@ def resolve_source(settings: Settings, as_of: date, source: str | Path | None) -
     )
 
 
-def plan_month(settings: Settings, as_of: date, source: str | Path | None = None, full_dump: bool = False) -> MonthPlan:
+def plan_month(
+    settings: Settings,
+    as_of: date,
+    source: str | Path | None = None,
+    full_dump: bool = False,
+    schema: Schema | None = None,
+) -> MonthPlan:
+    """The month's inputs, fixed once: its drop folder, the month it builds on, and the identity (size,
+    modification time) of each drop file now. Refuses an as_of that is not a month's (see check_as_of)."""
+    check_as_of(as_of, date.today(), settings.as_of_calendar)
+    folder = resolve_source(settings, as_of, source)
+    tables = (schema or load_schema()).table_names
     return MonthPlan(
         lake=lakefs.Lake(settings.lake_root),
         as_of=as_of,
-        source=resolve_source(settings, as_of, source),
+        source=folder,
         previous=previous_as_of(settings, as_of),
         full_dump=full_dump,
+        files={t: FileIdentity.of(folder / f"{t}.csv") for t in tables},
     )
+
+
+def decide_month(
+    plan: MonthPlan | None,
+    as_of: date,
+    published: Mapping[date, dict],
+    *,
+    replace: bool = False,
+    as_dependency: bool = False,
+    schema: Schema | None = None,
+) -> Decision:
+    """:func:`pipeline.decide.decide` with what the lake says now: the month's record, the later
+    published months, and (a published month with a drop folder) which drop files differ from it."""
+    record = published.get(as_of)
+    changed = None
+    if record is not None and plan is not None and not as_dependency:
+        changed = changed_sources(plan, record, schema)
+    return decide(
+        as_of,
+        record,
+        changed,
+        replace=replace,
+        as_dependency=as_dependency,
+        later=list(published),
+        source=plan.source if plan else None,
+    )
+
+
+def verify_inputs(plan: MonthPlan, schema: Schema | None = None) -> None:
+    """Before publishing: every drop file is still the one the run started with (same size and modification
+    time, or else the same bytes as staging read), and was staged where the plan says. A file touched only
+    passes; a file rewritten or removed mid-run refuses the month before anything is published."""
+    if plan.from_raw:
+        return
+    for table in (schema or load_schema()).table_names:
+        path, recorded = plan.source_file(table), plan.files.get(table)
+        now = FileIdentity.of(path)
+        if now is not None and now == recorded:
+            continue
+        result = plan.stage_dir(table) / "result.json"
+        staged = StageResult.from_json(result.read_text()).source if result.is_file() else None
+        if now is not None and staged is not None and now.size == staged.size and sha256_of(path) == staged.sha256:
+            continue  # touched, same bytes
+        was = f"{recorded.size} bytes, modified {_mtime(recorded.mtime_ns)}" if recorded else "missing"
+        is_ = f"{now.size} bytes, modified {_mtime(now.mtime_ns)}" if now else "missing"
+        raise DropChangedError(
+            f"month {plan.as_of}: {path} changed while the month was running (at the start: {was}; now: {is_}); "
+            f"nothing was published. Run the month again once the drop is complete and no longer written to."
+        )
+
+
+def _mtime(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+def published_leftovers(lake: lakefs.Lake, as_of: date, record: Mapping) -> list[Path]:
+    """The work folders a published run left behind (a crash after its manifest): those keyed by the
+    identity of the files it published. Another run of the month with other files (a --replace under way)
+    has other keys, and its folders are not listed."""
+    work = lake.work(as_of)
+    if not work.is_dir():
+        return []
+    found = []
+    for table, f in record.get("files", {}).items():
+        key = FileIdentity(f["size"], f.get("mtime_ns", 0)).key(Path(record["source"]) / f["name"])
+        found += [p for p in [work / "stage" / table / key] if p.exists()]
+        found += sorted((work / "merge" / table).glob(f"{key}-*"))
+    return found
+
+
+def clean_published_work(lake: lakefs.Lake, as_of: date, record: Mapping) -> None:
+    """Remove a published run's leftovers and the publish scratch (``copy/``). Only the holder of the
+    month's exclusive lock may call this: nobody else touches a month's work folder (issue #20 case 2)."""
+    work = lake.work(as_of)
+    for path in [*published_leftovers(lake, as_of, record), work / "copy"]:
+        shutil.rmtree(path, ignore_errors=True)
+    if work.is_dir():
+        for folder in sorted((p for p in work.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if not any(work.iterdir()):
+            work.rmdir()
 
 
 # --- steps ------------------------------------------------------------------------------------
@@ -209,12 +339,7 @@ def changed_sources(plan: MonthPlan, published: dict, schema: Schema | None = No
 
 
 def refuse_changed_published_month(plan: MonthPlan, changed: dict[str, tuple[str, str]]) -> None:
-    files = "; ".join(f"{t}.csv published {old[:12]}, now {new[:12]}" for t, (old, new) in changed.items())
-    raise PublishedMonthError(
-        f"month {plan.as_of} is published and immutable, but the drop in {plan.source} differs from what was "
-        f"published ({files}). If this drop is the correction, replace the month (it and every later month are "
-        f"recomputed): luigi --module pipeline Month --as-of {plan.as_of} --source {plan.source} --replace"
-    )
+    raise PublishedMonthError(decide(plan.as_of, {}, changed, source=plan.source).reason)
 
 
 def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "") -> None:
@@ -226,6 +351,7 @@ def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "
 class PublishOptions:
     confirm_deletions: bool = False
     republish: bool = False  # publish again even though the month is published from the same drop
+    replace: bool = False  # the drop is the correction of a published month (--replace)
     extra: dict = field(default_factory=dict)
 
 
@@ -236,16 +362,32 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     (from the same drop) and does nothing."""
     options = options or PublishOptions()
     with lakefs.month_lock(plan.lake, plan.as_of):
-        published = published_months(plan.lake).get(plan.as_of)
-        if published is not None and not options.republish and not changed_sources(plan, published):
-            log.info(
-                "month %s was published by another run meanwhile (run %s): nothing to do",
-                plan.as_of,
-                published["run_id"],
-            )
+        published = recheck_locked(plan, options)
+        if published is not None:
             return published
         lakefs.sweep_month(plan.lake, plan.as_of)
         return _publish_locked(settings, plan, options)
+
+
+def recheck_locked(plan: MonthPlan, options: PublishOptions) -> dict | None:
+    """The decision again, under the month's exclusive lock, right before publishing: returns the record
+    when another run published the month from this drop meanwhile (its leftovers cleaned), raises when
+    it must be refused, and returns None when the month is to be published (its drop files unchanged)."""
+    if not options.republish:
+        months = published_months(plan.lake)
+        decision = decide_month(plan, plan.as_of, months, replace=options.replace)
+        if decision.action is Action.NOTHING_TO_DO:
+            record = months[plan.as_of]
+            log.info(
+                "month %s was published by another run meanwhile (run %s): nothing to do", plan.as_of, record["run_id"]
+            )
+            clean_published_work(plan.lake, plan.as_of, record)
+            return record
+        if decision.action is Action.REFUSE:
+            raise PublishedMonthError(decision.reason)
+    verify_inputs(plan)
+    shutil.rmtree(plan.lake.work(plan.as_of) / "copy", ignore_errors=True)  # a crashed publish's scratch
+    return None
 
 
 def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> dict:
@@ -439,24 +581,34 @@ def run_month(
     options: PublishOptions | None = None,
 ) -> dict:
     """Stage, merge and publish one month in this process (the previous month must be published).
-    A published month with the same drop is left as it is; a different drop needs ``replace``."""
-    plan = plan_month(settings, as_of, source, full_dump)
+    A published month with the same drop is left as it is; a different drop needs ``replace``. Published
+    months after it are recomputed on top of it (a correction, or a month published out of order)."""
     schema = load_schema()
-    published = published_months(plan.lake).get(as_of)
-    if published is not None:
-        changed = changed_sources(plan, published, schema)
-        if not changed:
-            log.info("month %s is already published from the same drop: nothing to do", as_of)
-            return published
-        if not replace:
-            refuse_changed_published_month(plan, changed)
+    plan = plan_month(settings, as_of, source, full_dump, schema)
+    months = published_months(plan.lake)
+    decision = decide_month(plan, as_of, months, replace=replace, schema=schema)
+    if decision.action is Action.NOTHING_TO_DO:
+        log.info("%s: nothing to do", decision.reason)
+        clean_published_work_locked(plan.lake, as_of)
+        return months[as_of]
+    if decision.action is Action.REFUSE:
+        raise PublishedMonthError(decision.reason)
+    log.info("%s", decision.reason)
     for table in schema.table_names:
         drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
     stage_and_merge(settings, plan, schema)
+    options = dataclasses.replace(options or PublishOptions(), replace=decision.action is Action.REPLACE)
     record = publish_month(settings, plan, options)
-    if published is not None:
-        recompute_later_months(settings, as_of, options)
+    recompute_later_months(settings, as_of, options)
     return record
+
+
+def clean_published_work_locked(lake: lakefs.Lake, as_of: date) -> None:
+    """Take the month's exclusive lock and remove what its published run left behind (if still published)."""
+    with lakefs.month_lock(lake, as_of):
+        record = published_months(lake).get(as_of)
+        if record is not None:
+            clean_published_work(lake, as_of, record)
 
 
 def recompute_later_months(settings: Settings, after: date, options: PublishOptions | None = None) -> list[date]:
@@ -465,7 +617,7 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
     rows are updated, live too when the latest month changes). Returns the months recomputed."""
     lake = lakefs.Lake(settings.lake_root)
     schema = load_schema()
-    options = dataclasses.replace(options or PublishOptions(), republish=True)
+    options = dataclasses.replace(options or PublishOptions(), republish=True, replace=False)
     later = sorted(d for d in published_months(lake) if d > after)
     for as_of in later:
         record = published_months(lake)[as_of]
