@@ -137,14 +137,14 @@ class _MonthParams(luigi.Task):
                 # published from a folder neither configured nor given: nothing to compare it with
         return months.decide_month(plan, self.as_of, published, replace=replace, as_dependency=as_dependency)
 
-    def run_step(self, step) -> None:  # noqa: ANN001 - months.stage_one or months.merge_one
+    def run_step(self, step, table: str) -> None:  # noqa: ANN001 - months.stage_one or months.merge_one
         plan = self.plan()
         with lakefs.month_lock(plan.lake, self.as_of, exclusive=False):
             decision = self.decision()
             if decision.action is Action.NOTHING_TO_DO:
                 log.info("%s: %s (published by another run meanwhile): nothing to do", self, decision.reason)
                 return
-            step(self.settings(), plan, self.table)
+            step(self.settings(), plan, table)
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
@@ -167,7 +167,7 @@ class StageTable(_MonthParams):
         return done or self.decision().action is Action.NOTHING_TO_DO
 
     def run(self) -> None:
-        self.run_step(months.stage_one)
+        self.run_step(months.stage_one, self.table)
 
 
 class MergeTable(_MonthParams):
@@ -191,7 +191,7 @@ class MergeTable(_MonthParams):
         return done or self.decision().action is Action.NOTHING_TO_DO
 
     def run(self) -> None:
-        self.run_step(months.merge_one)
+        self.run_step(months.merge_one, self.table)
 
 
 class Month(_MonthParams):
