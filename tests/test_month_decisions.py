@@ -39,16 +39,25 @@ def run_count(pg: psycopg.Connection, pg_schema: str, as_of: date) -> int:
 # --- case 1: a month's inputs are fixed once --------------------------------------------------------
 
 
-def test_a_drop_file_touched_after_staging_is_published_complete(settings, pg, pg_schema):  # issue #20
-    plan = plan_month(settings, JAN)
+@pytest.mark.parametrize("when", ["before_publish", "checked"])
+def test_a_drop_file_touched_after_staging_is_published_complete(settings, tmp_path, monkeypatch, when):  # issue #20
+    drop = seed_copy(tmp_path / "jan")
+    labels = drop / "labels.csv"
+    plan = plan_month(settings, JAN, drop)
     stage_and_merge(settings, plan, SCHEMA)
-    labels = plan.source_file("labels")
-    st = labels.stat()
-    try:
-        os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touch: same bytes, new mtime
-        publish_month(settings, plan)
-    finally:
-        os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))  # the seed stays as it was
+
+    def touch() -> None:  # same bytes, a new modification time
+        st = labels.stat()
+        os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+    if when == "before_publish":
+        touch()
+    else:  # inside the publish, after the checks passed, before the lake's partitions are renamed into place
+        import pipeline.month
+
+        real = pipeline.month.failpoint
+        monkeypatch.setattr(pipeline.month, "failpoint", lambda name: touch() if name == when else real(name))
+    publish_month(settings, plan)
     lake = Lake(settings.lake_root)
     assert JAN in published_months(lake)
     for table in SCHEMA.table_names:
