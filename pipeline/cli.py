@@ -4,6 +4,7 @@
     streamflow sql "SELECT …" [--csv|--json]   one query over the lake's views
     streamflow shell                     an interactive DuckDB session over the same views
     streamflow stop-embedded             stop the embedded PostgreSQL of the lake
+    streamflow unpublish --as-of D [--yes]   take back the latest published month (lake and PostgreSQL)
 
 Months are run with Luigi (``luigi --module pipeline Month --as-of …``), not from here.
 A :class:`~pipeline.errors.PipelineError` is printed as one line ``error: …`` and exits with 2.
@@ -311,6 +312,33 @@ def cmd_stop_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_of(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD, a day that exists)") from None
+
+
+def cmd_unpublish(args: argparse.Namespace) -> int:
+    from pipeline import unpublish
+
+    settings = _settings(args)
+    plan = unpublish.plan_unpublish(settings, args.as_of)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise PipelineError(
+                f"{plan.describe()}; pass --yes to confirm (stdin is not a terminal); nothing was changed"
+            )
+        answer = input(f"{plan.describe()}.\nType the month ({plan.as_of}) to confirm: ").strip()
+        if answer != plan.as_of.isoformat():
+            print("not confirmed: nothing was changed")
+            return EXIT_ERROR
+    unpublish.unpublish(settings, plan)
+    back = f"live tables back at {plan.previous}" if plan.previous else "live tables empty"
+    print(f"unpublished {plan.as_of} (run {plan.run_id}); {back}")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -365,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Stop the embedded PostgreSQL server the pipeline started when no server was configured.",
     )
     stop.set_defaults(func=cmd_stop_embedded)
+
+    take_back = add(
+        "unpublish",
+        "take back the latest published month",
+        "Remove the latest published month from the lake (its manifest and partitions) and from PostgreSQL "
+        "(its snapshot partitions and pipeline_runs row; the live tables go back to the previous month) in one "
+        "PostgreSQL transaction. Any other month is refused: later months are built on it (correct it with "
+        "--replace instead). Asks for confirmation unless --yes.",
+    )
+    take_back.add_argument("--as-of", required=True, type=_as_of, metavar="YYYY-MM-DD", help="the month")
+    take_back.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    take_back.set_defaults(func=cmd_unpublish)
     return parser
 
 

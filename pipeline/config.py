@@ -90,6 +90,12 @@ def _interval(text: str) -> str:
     return text.strip()
 
 
+def _calendar(text: str) -> str:
+    if text.strip() not in ("month_end", "any"):
+        raise _Invalid("must be month_end (an as_of is the last day of a month) or any")
+    return text.strip()
+
+
 def _name(text: str) -> str:
     if not text.strip():
         raise _Invalid("must not be empty")
@@ -147,6 +153,12 @@ SETTINGS: tuple[Setting, ...] = (
         "(0: for ever)",
         _interval,
     ),
+    Setting(
+        "as_of_calendar",
+        "month_end",
+        "which dates may be an as_of: `month_end` (the last day of a month) or `any`",
+        _calendar,
+    ),
 )
 _KNOWN_KEYS = frozenset(s.key for s in SETTINGS)
 
@@ -191,6 +203,7 @@ class Settings:
     duckdb_memory_limit: str = "1GB"  # DuckDB spills to <lake>/_tmp/duckdb beyond this
     duckdb_threads: int = 0  # 0 = DuckDB's default (all cores)
     lock_timeout: str = "2min"  # how long a publish waits for a consumer's lock (PostgreSQL interval)
+    as_of_calendar: str = "month_end"  # which dates may be an as_of: month_end, or any
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
 
     def with_(self, **changes: object) -> Settings:

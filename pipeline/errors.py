@@ -19,6 +19,10 @@ class DropError(PipelineError):
     """A drop folder or one of its files cannot be read as the schema requires."""
 
 
+class DropChangedError(DropError):
+    """A drop file changed while its month was running; nothing was published."""
+
+
 class RejectedRowsError(PipelineError):
     """More rows of a file failed to parse than the configured max reject ratio allows."""
 

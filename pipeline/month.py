@@ -1,37 +1,62 @@
-"""One month, as plain functions: its plan, and the steps before the publish (stage each table, merge
-each table). :mod:`pipeline.publish` gates and publishes; its :func:`~pipeline.publish.run_month` calls
-every step in order for tests, benchmarks and scripts, the Luigi tasks (:mod:`pipeline.tasks`) one
-step at a time.
+"""One month, as plain functions: its plan (inputs fixed once), the decision what to do with it, and
+the steps before the publish (stage each table, merge each table). :mod:`pipeline.publish` gates and
+publishes; its :func:`~pipeline.publish.run_month` calls every step in order for tests, benchmarks and
+scripts, the Luigi tasks (:mod:`pipeline.tasks`) one step at a time.
 
 Work in progress lives in ``<lake>/_work/as_of=…/`` under names that encode their inputs (the source
-file's fingerprint, the previous month, the merge mode), so a stale intermediate is never mistaken for
-a fresh one, and a rerun picks up where a crash left.
+file's identity as the run started, the previous month, the merge mode), so a stale intermediate is
+never mistaken for a fresh one, and a rerun picks up where a crash left.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import shutil
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import duck, lakefs, runs
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, LakeStateError, PipelineError, PublishedMonthError
+from pipeline.decide import Decision, check_as_of, decide
+from pipeline.errors import ConfigError, DropChangedError, LakeStateError, PipelineError, PublishedMonthError
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
-from pipeline.stage import StageResult, fingerprint, sha256_of, stage_table
+from pipeline.stage import StageResult, sha256_of, stage_table
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class FileIdentity:
+    """A drop file as it was when the run started: every work path of the month derives from this, so a
+    file touched or rewritten mid-run never sends a later step to another folder (issue #20 case 1)."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns)
+
+    def key(self, path: Path) -> str:
+        """The work folder name of this file: its path, size and modification time, hashed."""
+        return hashlib.sha1(f"{path.resolve()}|{self.size}|{self.mtime_ns}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class MonthPlan:
-    """Where one month's inputs come from and where its intermediate files go."""
+    """Where one month's inputs come from and where its intermediate files go. The drop files' identity
+    is recorded once, when the plan is made (:func:`plan_month`), and never read again from the disk."""
 
     lake: lakefs.Lake
     as_of: date
@@ -39,12 +64,16 @@ class MonthPlan:
     previous: date | None
     full_dump: bool = False
     from_raw: bool = False  # recomputing a published month from its typed drop in the lake (a correction)
+    files: Mapping[str, FileIdentity | None] = field(default_factory=dict, compare=False, hash=False)
 
     def source_file(self, table: str) -> Path:
         return self.source / f"{table}.csv"
 
     def source_key(self, table: str) -> str:
-        return "from-raw" if self.from_raw else fingerprint(self.source_file(table))
+        if self.from_raw:
+            return "from-raw"
+        identity = self.files.get(table) if table in self.files else FileIdentity.of(self.source_file(table))
+        return "missing" if identity is None else identity.key(self.source_file(table))
 
     def stage_dir(self, table: str) -> Path:
         return self.lake.work(self.as_of) / "stage" / table / self.source_key(table)
@@ -80,14 +109,108 @@ def resolve_source(settings: Settings, as_of: date, source: str | Path | None) -
     )
 
 
-def plan_month(settings: Settings, as_of: date, source: str | Path | None = None, full_dump: bool = False) -> MonthPlan:
+def plan_month(
+    settings: Settings,
+    as_of: date,
+    source: str | Path | None = None,
+    full_dump: bool = False,
+    schema: Schema | None = None,
+) -> MonthPlan:
+    """The month's inputs, fixed once: its drop folder, the month it builds on, and the identity (size,
+    modification time) of each drop file now. Refuses an as_of that is not a month's (see check_as_of)."""
+    check_as_of(as_of, date.today(), settings.as_of_calendar)
+    folder = resolve_source(settings, as_of, source)
+    tables = (schema or load_schema()).table_names
     return MonthPlan(
         lake=lakefs.Lake(settings.lake_root),
         as_of=as_of,
-        source=resolve_source(settings, as_of, source),
+        source=folder,
         previous=previous_as_of(settings, as_of),
         full_dump=full_dump,
+        files={t: FileIdentity.of(folder / f"{t}.csv") for t in tables},
     )
+
+
+def decide_month(
+    plan: MonthPlan | None,
+    as_of: date,
+    published: Mapping[date, runs.RunRecord],
+    *,
+    replace: bool = False,
+    as_dependency: bool = False,
+    schema: Schema | None = None,
+) -> Decision:
+    """:func:`pipeline.decide.decide` with what the lake says now: the month's record, the later
+    published months, and (a published month with a drop folder) which drop files differ from it."""
+    record = published.get(as_of)
+    changed = None
+    if record is not None and plan is not None and not as_dependency:
+        changed = changed_sources(plan, record, schema)
+    return decide(
+        as_of,
+        record,
+        changed,
+        replace=replace,
+        as_dependency=as_dependency,
+        later=list(published),
+        source=plan.source if plan else None,
+    )
+
+
+def verify_inputs(plan: MonthPlan, schema: Schema | None = None) -> None:
+    """Before publishing: every drop file is still the one the run started with (same size and modification
+    time, or else the same bytes as staging read), and was staged where the plan says. A file touched only
+    passes; a file rewritten or removed mid-run refuses the month before anything is published."""
+    if plan.from_raw:
+        return
+    for table in (schema or load_schema()).table_names:
+        path, recorded = plan.source_file(table), plan.files.get(table)
+        now = FileIdentity.of(path)
+        if now is not None and now == recorded:
+            continue
+        result = plan.stage_dir(table) / "result.json"
+        staged = StageResult.from_json(result.read_text()).source if result.is_file() else None
+        if now is not None and staged is not None and now.size == staged.size and sha256_of(path) == staged.sha256:
+            continue  # touched, same bytes
+        was = f"{recorded.size} bytes, modified {_mtime(recorded.mtime_ns)}" if recorded else "missing"
+        is_ = f"{now.size} bytes, modified {_mtime(now.mtime_ns)}" if now else "missing"
+        raise DropChangedError(
+            f"month {plan.as_of}: {path} changed while the month was running (at the start: {was}; now: {is_}); "
+            f"nothing was published. Run the month again once the drop is complete and no longer written to."
+        )
+
+
+def _mtime(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+def published_leftovers(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) -> list[Path]:
+    """The work folders a published run left behind (a crash after its manifest): those keyed by the
+    identity of the files it published. Another run of the month with other files (a --replace under way)
+    has other keys, and its folders are not listed."""
+    work = lake.work(as_of)
+    if not work.is_dir():
+        return []
+    found = []
+    for table, f in record.files.items():
+        key = FileIdentity(f.size, f.mtime_ns or 0).key(Path(record.source or "") / f.name)
+        found += [p for p in [work / "stage" / table / key] if p.exists()]
+        found += sorted((work / "merge" / table).glob(f"{key}-*"))
+    return found
+
+
+def clean_published_work(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) -> None:
+    """Remove a published run's leftovers and the publish scratch (``copy/``). Only the holder of the
+    month's exclusive lock may call this: nobody else touches a month's work folder (issue #20 case 2)."""
+    work = lake.work(as_of)
+    for path in [*published_leftovers(lake, as_of, record), work / "copy"]:
+        shutil.rmtree(path, ignore_errors=True)
+    if work.is_dir():
+        for folder in sorted((p for p in work.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if not any(work.iterdir()):
+            work.rmdir()
 
 
 # --- steps ------------------------------------------------------------------------------------
@@ -198,14 +321,17 @@ def changed_sources(
 
 
 def refuse_changed_published_month(plan: MonthPlan, changed: dict[str, tuple[str, str]]) -> None:
-    files = "; ".join(f"{t}.csv published {old[:12]}, now {new[:12]}" for t, (old, new) in changed.items())
-    raise PublishedMonthError(
-        f"month {plan.as_of} is published and immutable, but the drop in {plan.source} differs from what was "
-        f"published ({files}). If this drop is the correction, replace the month (it and every later month are "
-        f"recomputed): luigi --module pipeline Month --as-of {plan.as_of} --source {plan.source} --replace"
-    )
+    raise PublishedMonthError(decide(plan.as_of, {}, changed, source=plan.source).reason)
 
 
 def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "") -> None:
     rate = rows / seconds if seconds else 0.0
     log.info("%-7s %-18s %9d rows  %6.2fs  %10.0f rows/s  %s", stage, table, rows, seconds, rate, extra)
+
+
+def clean_published_work_locked(lake: lakefs.Lake, as_of: date) -> None:
+    """Take the month's exclusive lock and remove what its published run left behind (if still published)."""
+    with lakefs.month_lock(lake, as_of):
+        record = published_months(lake).get(as_of)
+        if record is not None:
+            clean_published_work(lake, as_of, record)

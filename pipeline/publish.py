@@ -19,29 +19,32 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import duck, lakefs, quality, runs
 from pipeline.config import Settings
-from pipeline.errors import DeletionLimitError, LakeStateError
+from pipeline.decide import Action
+from pipeline.errors import DeletionLimitError, LakeStateError, PublishedMonthError
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult
 from pipeline.month import (
     MonthPlan,
-    changed_sources,
+    clean_published_work,
+    clean_published_work_locked,
+    decide_month,
     merge_one,
     plan_month,
     previous_as_of,
     published_months,
-    refuse_changed_published_month,
     stage_and_merge,
+    verify_inputs,
 )
 from pipeline.pg import connect as pg
 from pipeline.pg.copy import CsvExports
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 class PublishOptions:
     confirm_deletions: bool = False
     republish: bool = False  # publish again even though the month is published from the same drop
+    replace: bool = False  # the drop is the correction of a published month (--replace)
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -70,16 +74,31 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     (from the same drop) and does nothing."""
     options = options or PublishOptions()
     with lakefs.month_lock(plan.lake, plan.as_of):
-        published = published_months(plan.lake).get(plan.as_of)
-        if published is not None and not options.republish and not changed_sources(plan, published):
-            log.info(
-                "month %s was published by another run meanwhile (run %s): nothing to do",
-                plan.as_of,
-                published.run_id,
-            )
+        published = _recheck_locked(plan, options)
+        if published is not None:
             return published
         lakefs.sweep_month(plan.lake, plan.as_of)
         return _publish_locked(settings, plan, options)
+
+
+def _recheck_locked(plan: MonthPlan, options: PublishOptions) -> runs.RunRecord | None:
+    """The decision again, under the month's exclusive lock, right before publishing: returns the record
+    when another run published the month from this drop meanwhile (its leftovers cleaned), raises when
+    it must be refused, and returns None when the month is to be published (its drop files unchanged)."""
+    if not options.republish:
+        months = published_months(plan.lake)
+        decision = decide_month(plan, plan.as_of, months, replace=options.replace)
+        if decision.action is Action.NOTHING_TO_DO:
+            record = months[plan.as_of]
+            log.info(
+                "month %s was published by another run meanwhile (run %s): nothing to do", plan.as_of, record.run_id
+            )
+            clean_published_work(plan.lake, plan.as_of, record)
+            return record
+        if decision.action is Action.REFUSE:
+            raise PublishedMonthError(decision.reason)
+    verify_inputs(plan)
+    return None
 
 
 def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions) -> runs.RunRecord:
@@ -107,18 +126,16 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     }
     # one future per table: resolved when its staging partition commits
     staged: dict[str, Future[int]] = {t: Future() for t in schema.table_names}
-    plan.lake.work(plan.as_of).mkdir(parents=True, exist_ok=True)
     try:
         # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
         with (
             pg.connect(dsn, autocommit=True, lock_timeout=lock_timeout) as conn,
             duck.connect(settings) as con,
             pg.errors_are_clear(dsn, plan.as_of, pg_schema),
-            tempfile.TemporaryDirectory(prefix="copy-", dir=plan.lake.work(plan.as_of)) as scratch_dir,
+            _scratch(plan.lake.work(plan.as_of) / "copy") as scratch,
         ):
             ensure_tables(conn, schema, pg_schema)
             server_version = pg.server_version(conn)
-            scratch = Path(scratch_dir)
             exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, scratch)
             log.info(
                 "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
@@ -205,6 +222,18 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
     log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
     return record
+
+
+@contextmanager
+def _scratch(folder: Path) -> Iterator[Path]:
+    """The publish's scratch folder (the month's CSVs for COPY), empty at the start (a crashed publish
+    may have left one: only the holder of the month's lock gets here) and removed at the end."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _work_results(plan: MonthPlan, schema: Schema) -> tuple[dict[str, StageResult], dict[str, MergeResult]]:
@@ -305,23 +334,25 @@ def run_month(
     options: PublishOptions | None = None,
 ) -> runs.RunRecord:
     """Stage, merge and publish one month in this process (the previous month must be published).
-    A published month with the same drop is left as it is; a different drop needs ``replace``."""
-    plan = plan_month(settings, as_of, source, full_dump)
+    A published month with the same drop is left as it is; a different drop needs ``replace``. Published
+    months after it are recomputed on top of it (a correction, or a month published out of order)."""
     schema = load_schema()
-    published = published_months(plan.lake).get(as_of)
-    if published is not None:
-        changed = changed_sources(plan, published, schema)
-        if not changed:
-            log.info("month %s is already published from the same drop: nothing to do", as_of)
-            return published
-        if not replace:
-            refuse_changed_published_month(plan, changed)
+    plan = plan_month(settings, as_of, source, full_dump, schema)
+    months = published_months(plan.lake)
+    decision = decide_month(plan, as_of, months, replace=replace, schema=schema)
+    if decision.action is Action.NOTHING_TO_DO:
+        log.info("%s: nothing to do", decision.reason)
+        clean_published_work_locked(plan.lake, as_of)
+        return months[as_of]
+    if decision.action is Action.REFUSE:
+        raise PublishedMonthError(decision.reason)
+    log.info("%s", decision.reason)
     for table in schema.table_names:
         drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
     stage_and_merge(settings, plan, schema)
+    options = dataclasses.replace(options or PublishOptions(), replace=decision.action is Action.REPLACE)
     record = publish_month(settings, plan, options)
-    if published is not None:
-        recompute_later_months(settings, as_of, options)
+    recompute_later_months(settings, as_of, options)
     return record
 
 
@@ -331,7 +362,7 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
     rows are updated, live too when the latest month changes). Returns the months recomputed."""
     lake = lakefs.Lake(settings.lake_root)
     schema = load_schema()
-    options = dataclasses.replace(options or PublishOptions(), republish=True)
+    options = dataclasses.replace(options or PublishOptions(), republish=True, replace=False)
     later = sorted(d for d in published_months(lake) if d > after)
     for as_of in later:
         record = published_months(lake)[as_of]

@@ -11,16 +11,15 @@ whatever folder it came from.
 from __future__ import annotations
 
 import logging
-import shutil
 
 import luigi
 
 from pipeline import lakefs, publish
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
-from pipeline.errors import PipelineError
+from pipeline.decide import Action, Decision
+from pipeline.errors import ConfigError, PipelineError, PublishedMonthError
 from pipeline.lakefs import Lake
-from pipeline.runs import RunRecord
 from pipeline.schema import load_schema
 
 log = logging.getLogger("pipeline")
@@ -49,38 +48,103 @@ class _PipelineErrorsWithoutTraceback(logging.Filter):
             record.args = ()
             record.exc_info = None
             record.exc_text = None
+        elif isinstance(record.msg, str) and self.TRACEBACK in record.msg:
+            # Luigi logs an error raised by complete() or requires() as text with its traceback in it
+            head, _, trace = record.getMessage().partition(self.TRACEBACK)
+            last = trace.rstrip().rpartition("\n")[2]
+            name, _, message = last.partition(": ")
+            if name.startswith("pipeline.errors."):
+                record.msg, record.args = f"{head.rstrip()}\n{message}", ()
         return True
+
+    TRACEBACK = "Traceback (most recent call last):"
 
 
 logging.getLogger("luigi-interface").addFilter(_PipelineErrorsWithoutTraceback())
 
+# Luigi exits 0 when a task fails unless its configuration says otherwise, and it reads luigi.cfg from
+# the current directory: run from anywhere else, a failed month would "succeed". These are luigi.cfg's
+# [retcode] values, given to Luigi when it imports this package, wherever a value is not set already.
+RETCODES = {
+    "already_running": 10,
+    "missing_data": 20,
+    "not_run": 25,
+    "task_failed": 30,
+    "scheduling_error": 35,
+    "unhandled_exception": 40,
+}
+
+
+def default_retcodes() -> None:
+    config = luigi.configuration.get_config()
+    if not config.has_section("retcode"):
+        config.add_section("retcode")
+    for key, value in RETCODES.items():
+        if not config.has_option("retcode", key):
+            config.set("retcode", key, str(value))
+
+
+default_retcodes()
+
+
+class AsOfParameter(luigi.DateParameter):
+    """A date parameter whose typo is one line naming it, not a traceback from strptime."""
+
+    def parse(self, s: str):  # noqa: ANN201 - a date, as luigi.DateParameter
+        try:
+            return super().parse(s)
+        except ValueError:
+            raise ConfigError(
+                f"--as-of {s!r} is not a date (YYYY-MM-DD, a day that exists, e.g. 2024-02-29); nothing was run"
+            ) from None
+
 
 class _MonthParams(luigi.Task):
-    as_of = luigi.DateParameter(description="the month's as_of date (its last day), e.g. 2024-01-31")
+    as_of = AsOfParameter(description="the month's as_of date (its last day), e.g. 2024-01-31")
     source = luigi.Parameter(default="", description="the drop folder; default: luigi.cfg [months]")
     full_dump = luigi.BoolParameter(description="the drop is complete: ids absent from it are deleted")
 
+    # Settings and plan are read once per task instance (luigi.cfg, .env, the manifests, each drop
+    # file's identity), when Luigi first asks; the decision is taken again whenever it is asked for.
+    _settings: Settings | None = None
+    _plan: months.MonthPlan | None = None
+
     def settings(self) -> Settings:
-        configure_logging()
-        return load_settings()
+        if self._settings is None:
+            configure_logging()
+            self._settings = load_settings()
+        return self._settings
 
     def plan(self) -> months.MonthPlan:
-        return months.plan_month(self.settings(), self.as_of, self.source or None, self.full_dump)
+        if self._plan is None:
+            self._plan = months.plan_month(self.settings(), self.as_of, self.source or None, self.full_dump)
+        return self._plan
 
-    def published_by_another_run(self) -> bool:
-        """True when the month is published from this very drop (by another run, while this one was
-        scheduled): its intermediate steps have nothing left to do."""
-        plan = self.plan()
-        published = months.published_months(plan.lake).get(self.as_of)
-        return published is not None and not months.changed_sources(plan, published)
+    def lake(self) -> Lake:
+        return Lake(self.settings().lake_root)
 
-    def run_step(self, step) -> None:  # noqa: ANN001 - months.stage_one or months.merge_one
+    def decision(self, replace: bool = True, as_dependency: bool = False) -> Decision:
+        """The month's decision now. A step (stage, merge) runs whenever its month is to be built, so it
+        asks as a --replace would: only a month published from this very drop leaves it nothing to do."""
+        published = months.published_months(self.lake())
+        plan = None
+        if not (as_dependency and self.as_of in published):
+            try:
+                plan = self.plan()
+            except ConfigError:
+                if self.as_of not in published:
+                    raise
+                # published from a folder neither configured nor given: nothing to compare it with
+        return months.decide_month(plan, self.as_of, published, replace=replace, as_dependency=as_dependency)
+
+    def run_step(self, step, table: str) -> None:  # noqa: ANN001 - months.stage_one or months.merge_one
         plan = self.plan()
         with lakefs.month_lock(plan.lake, self.as_of, exclusive=False):
-            if self.published_by_another_run():
-                log.info("%s: month %s was published by another run meanwhile: nothing to do", self, self.as_of)
+            decision = self.decision()
+            if decision.action is Action.NOTHING_TO_DO:
+                log.info("%s: %s (published by another run meanwhile): nothing to do", self, decision.reason)
                 return
-            step(self.settings(), plan, self.table)
+            step(self.settings(), plan, table)
 
     def on_failure(self, exception: BaseException) -> str:
         if isinstance(exception, PipelineError):
@@ -100,10 +164,10 @@ class StageTable(_MonthParams):
         # its data file leaves the work folder when the month is published (renamed into the lake)
         folder = self.plan().stage_dir(self.table)
         done = all((folder / name).exists() for name in ("result.json", "data.parquet"))
-        return done or self.published_by_another_run()
+        return done or self.decision().action is Action.NOTHING_TO_DO
 
     def run(self) -> None:
-        self.run_step(months.stage_one)
+        self.run_step(months.stage_one, self.table)
 
 
 class MergeTable(_MonthParams):
@@ -124,66 +188,58 @@ class MergeTable(_MonthParams):
     def complete(self) -> bool:
         folder = self.plan().merge_dir(self.table)
         done = all((folder / name).exists() for name in ("result.json", "data.parquet", "changes.parquet"))
-        return done or self.published_by_another_run()
+        return done or self.decision().action is Action.NOTHING_TO_DO
 
     def run(self) -> None:
-        self.run_step(months.merge_one)
+        self.run_step(months.merge_one, self.table)
 
 
 class Month(_MonthParams):
     """A whole month: every table staged and merged, checked by Soda, synced into PostgreSQL, published.
 
-    A published month is complete. Run again with a drop whose files differ from what was published, it
-    is refused with a message that says how to replace it; with ``--replace`` it is re-ingested and every
-    later month recomputed on top of it. As another month's dependency it is never compared with a folder.
+    What a run does is :func:`pipeline.decide.decide`'s answer: a published month is complete; run again
+    with a drop whose files differ it is refused with a message that says how to replace it; with
+    ``--replace`` it is re-ingested. Published months after a month that is built are recomputed on top
+    of it. As another month's dependency a published month is never compared with a folder.
     """
 
     confirm_deletions = luigi.BoolParameter(description="allow --full-dump to delete more than max_delete_ratio")
     replace = luigi.BoolParameter(description="re-ingest a published month from a corrected drop")
     as_dependency = luigi.BoolParameter(significant=False, visibility=luigi.parameter.ParameterVisibility.HIDDEN)
 
+    def month_decision(self) -> Decision:
+        return self.decision(replace=self.replace, as_dependency=self.as_dependency)
+
     def requires(self) -> list[luigi.Task]:
-        if not self.replace and not self.as_dependency and self._published() is not None:
-            return []  # published: run() only has to explain why it will not touch it
+        if not self.month_decision().runs:
+            return []  # published, or refused: run() only has to say so
         return [
             MergeTable(as_of=self.as_of, source=self.source, full_dump=self.full_dump, table=t)
             for t in load_schema().table_names
         ]
 
-    def _published(self) -> RunRecord | None:
-        return months.published_months(Lake(self.settings().lake_root)).get(self.as_of)
-
-    def _changed(self, published: RunRecord) -> dict[str, tuple[str, str]]:
-        return months.changed_sources(self.plan(), published)
-
     def complete(self) -> bool:
-        published = self._published()
-        if published is None:
+        """Read-only: done when there is nothing to do and its published run left nothing behind (a
+        run killed after its manifest leaves its work folder: run() removes it, under the month's lock)."""
+        if self.month_decision().action is not Action.NOTHING_TO_DO:
             return False
-        # a run killed after its manifest leaves its work folder: the month is done, so is its scratch
-        shutil.rmtree(Lake(self.settings().lake_root).work(self.as_of), ignore_errors=True)
-        if self.as_dependency:
-            return True
-        try:
-            return not self._changed(published)
-        except PipelineError:  # no folder to compare with (not configured, no --source): nothing to re-check
-            return True
+        record = months.published_months(self.lake())[self.as_of]
+        return not months.published_leftovers(self.lake(), self.as_of, record)
 
     def run(self) -> None:
-        settings, plan = self.settings(), self.plan()
-        options = publish.PublishOptions(confirm_deletions=self.confirm_deletions)
-        published = self._published()
-        if published is not None:
-            changed = self._changed(published)
-            if not changed or self.as_dependency:
-                log.info("month %s was published by another run meanwhile: nothing to do", self.as_of)
-                return
-            if not self.replace:
-                months.refuse_changed_published_month(plan, changed)
-            log.info("replacing published month %s (%s changed)", self.as_of, ", ".join(changed))
-        publish.publish_month(settings, plan, options)
-        if published is not None:
-            publish.recompute_later_months(settings, self.as_of, options)
+        decision = self.month_decision()
+        if decision.action is Action.NOTHING_TO_DO:
+            log.info("%s: nothing to do", decision.reason)
+            months.clean_published_work_locked(self.lake(), self.as_of)
+            return
+        if decision.action is Action.REFUSE:
+            raise PublishedMonthError(decision.reason)
+        log.info("%s", decision.reason)
+        options = publish.PublishOptions(
+            confirm_deletions=self.confirm_deletions, replace=decision.action is Action.REPLACE
+        )
+        publish.publish_month(self.settings(), self.plan(), options)  # decides again, under the month's lock
+        publish.recompute_later_months(self.settings(), self.as_of, options)
 
 
 class Backfill(luigi.WrapperTask):
