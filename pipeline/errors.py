@@ -49,3 +49,7 @@ class DeletionLimitError(PipelineError):
 
 class LakeStateError(PipelineError):
     """The lake does not hold what this step needs (e.g. the previous month is not published)."""
+
+
+class ContractError(PipelineError):
+    """sql/schema.sql changed in a way the published months cannot follow (a column removed, a type narrowed)."""

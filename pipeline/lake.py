@@ -33,6 +33,7 @@ from pipeline import duck, lakefs
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import LakeStateError
+from pipeline.evolve import conformed_select, conforms
 from pipeline.runs import MonthRecord, RunStore
 from pipeline.schema import Schema, Table, load_schema
 
@@ -80,7 +81,9 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema
     months = sorted(d for d, m in records.items() if m.published)
     for table in schema.tables:
         files = [lake.snapshot_file(table.name, d) for d in months]
-        missing = [str(f) for f in files if not f.exists()]
+        # a table the contract gained later has no snapshot in the months before it: empty there
+        missing = [str(f) for d, f in zip(months, files, strict=True) if not f.exists() and _had(records[d], table)]
+        files = [f for f in files if f.exists()]
         if missing:
             raise LakeStateError(
                 f"{table.name}: a published month's snapshot is missing from the lake: {', '.join(missing)}. "
@@ -107,15 +110,28 @@ def _empty_select(table: Table, extra: str = "") -> str:
     return f"SELECT {typed}{extra} WHERE false"
 
 
+def _had(month: MonthRecord, table: Table) -> bool:
+    """Whether the month's contract had the table (a record that kept no contract: assumed)."""
+    contract = month.record.contract
+    return contract is None or table.name in contract.columns
+
+
+def _hive(files: list[Path]) -> str:
+    """read_parquet of files, with as_of taken from each file's as_of=YYYY-MM-DD folder."""
+    listed = "[" + ", ".join(literal(str(f)) for f in files) + "]"
+    return f"read_parquet({listed}, hive_partitioning = true, hive_types = {{'{AS_OF}': DATE}})"
+
+
 def _snapshots_sql(table: Table, files: list[Path]) -> str:
+    """Every month's snapshot as the current contract: the files written under it in one scan, each
+    file written under an older contract read with its missing columns as NULL and narrower types cast
+    (:mod:`pipeline.evolve`); older files are never rewritten."""
     if not files:
         return _empty_select(table, f", CAST(NULL AS DATE) AS {quote(AS_OF)}")
-    listed = "[" + ", ".join(literal(str(f)) for f in files) + "]"
-    # as_of comes from each file's as_of=YYYY-MM-DD folder; union_by_name tolerates a column added later.
-    return (
-        f"SELECT {_columns(table)}, {quote(AS_OF)} FROM read_parquet({listed}, hive_partitioning = true, "
-        f"hive_types = {{'{AS_OF}': DATE}}, union_by_name = true)"
-    )
+    current = [f for f in files if conforms(table, f)]
+    parts = [f"SELECT {_columns(table)}, {quote(AS_OF)} FROM {_hive(current)}"] if current else []
+    parts += [conformed_select(table, f, f", {quote(AS_OF)}", reader=_hive([f])) for f in files if f not in current]
+    return " UNION ALL ".join(parts)
 
 
 def history_sql(table: Table, months: list[date]) -> str:

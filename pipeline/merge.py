@@ -24,7 +24,8 @@ from pathlib import Path
 import duckdb
 
 from pipeline import lakefs
-from pipeline.duck import PARQUET_OPTIONS, literal, quote, read_parquet
+from pipeline.duck import PARQUET_OPTIONS, literal, quote
+from pipeline.evolve import conformed, conforms
 from pipeline.schema import Table
 
 CHANGE_KINDS = ("inserted", "updated", "unchanged", "carried", "deleted")
@@ -68,12 +69,13 @@ def merge_table(
     """Write the snapshot ``previous ⊕ drop`` to ``snapshot_file`` and the live changes to ``changes_file``.
     ``drop_sorted``: the drop file is in key order already (see :func:`pipeline.stage.stage_table`)."""
     started = time.perf_counter()
-    key = quote(table.key)
     columns = ", ".join(quote(c) for c in table.column_names)
     if previous_file is None:
-        counts = _first_month(con, key, drop_file, drop_sorted, columns, snapshot_file, changes_file)
+        counts = _first_month(con, table, drop_file, drop_sorted, columns, snapshot_file, changes_file)
     else:
-        drop, previous = read_parquet(drop_file), read_parquet(previous_file)
+        # either side may have been written under an older contract (a month recomputed from its raw
+        # drop, the previous snapshot before a column was added): read both as the current contract
+        drop, previous = conformed(table, drop_file), conformed(table, previous_file)
         counts = _upsert(con, table, drop, previous, columns, snapshot_file, changes_file, full_dump)
     result = MergeResult(table=table.name, rows=0, **{k: counts.get(k, 0) for k in CHANGE_KINDS})
     result.rows = result.inserted + result.updated + result.unchanged + result.carried
@@ -84,7 +86,7 @@ def merge_table(
 
 def _first_month(
     con: duckdb.DuckDBPyConnection,
-    key: str,
+    table: Table,
     drop_file: Path,
     drop_sorted: bool,
     columns: str,
@@ -94,9 +96,10 @@ def _first_month(
     """Nothing to merge with: the snapshot is the drop in key order, and every key is new. A drop staged
     in key order is linked, not written again (at 1,000,000 users a table's read, sort and write took
     1-2.5 s of DuckDB work; sorting inside staging left staging's time within its noise)."""
-    drop = read_parquet(drop_file)
+    key = quote(table.key)
+    drop = conformed(table, drop_file)
     with lakefs.atomic_file(snapshot_file) as tmp:
-        if drop_sorted:
+        if drop_sorted and conforms(table, drop_file):
             lakefs.link_or_copy(drop_file, tmp)
         else:
             sorted_drop = f"SELECT {columns} FROM {drop} ORDER BY {key}"

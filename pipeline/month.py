@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import duck, lakefs, runs
+from pipeline import duck, evolve, lakefs, runs
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
 from pipeline.decide import Decision, check_as_of, decide
@@ -217,7 +217,9 @@ def clean_published_work(lake: lakefs.Lake, as_of: date, record: runs.RunRecord)
 
 
 def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Schema | None = None) -> StageResult:
-    table = (schema or load_schema()).table(table_name)
+    schema = schema or load_schema()
+    table = schema.table(table_name)
+    check_contract(plan.lake, schema)  # a contract the published months cannot follow: before any work
     out = plan.stage_dir(table_name)
     with duck.connect(settings) as con:
         result = stage_table(
@@ -236,12 +238,35 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     return result
 
 
+def check_contract(lake: lakefs.Lake, schema: Schema | None = None) -> None:
+    """Refuse a sql/schema.sql that the published months cannot follow (:mod:`pipeline.evolve`), compared
+    with the contract of the latest published month (when its record kept it)."""
+    published = published_months(lake)
+    if not published:
+        return
+    latest = max(published)
+    contract = published[latest].contract
+    before = contract.schema() if contract else None
+    if before is not None:
+        evolve.refuse(evolve.compare(before, schema or load_schema()), f"the months published up to {latest}")
+
+
+def _in_contract_of(record: runs.RunRecord | None, table: str) -> bool:
+    """Whether the month of ``record`` had ``table`` (unknown, for a record that kept no contract: yes)."""
+    return record is None or record.contract is None or table in record.contract.columns
+
+
 def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Schema | None = None) -> MergeResult:
-    table = (schema or load_schema()).table(table_name)
+    schema = schema or load_schema()
+    table = schema.table(table_name)
+    check_contract(plan.lake, schema)
     previous = None
     if plan.previous is not None:
         previous = plan.lake.snapshot_file(table_name, plan.previous)
-        if not previous.exists():
+        record = published_months(plan.lake).get(plan.previous)
+        if not previous.exists() and not _in_contract_of(record, table_name):
+            previous = None  # a table new in the contract: its first month
+        elif not previous.exists():
             raise LakeStateError(
                 f"{table_name}: the previous month {plan.previous} is not in the lake ({previous} is missing); "
                 f"run that month first (luigi --module pipeline Month --as-of {plan.previous})"

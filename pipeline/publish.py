@@ -36,6 +36,7 @@ from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult
 from pipeline.month import (
     MonthPlan,
+    check_contract,
     clean_published_work,
     clean_published_work_locked,
     decide_month,
@@ -51,7 +52,6 @@ from pipeline.pg.copy import CsvExports
 from pipeline.pg.plan import MergedTable, staging_connections, staging_order
 from pipeline.pg.sqltext import staging_schema
 from pipeline.pg.staging import drop_staging, drop_staging_quietly, load_staging
-from pipeline.pg.tables import ensure_tables
 from pipeline.pg.transaction import publishing
 from pipeline.schema import Schema, load_schema
 from pipeline.stage import SourceFile, StageResult, drop_file
@@ -105,6 +105,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     schema = load_schema()
     started_at = datetime.now(UTC)
     run_id = f"{plan.as_of:%Y%m%d}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    check_contract(plan.lake, schema)
     stages, merges = _work_results(plan, schema)
     _check_deletions(settings, plan, schema, merges, options)
     previous_record = published_months(plan.lake).get(plan.previous) if plan.previous else None
@@ -134,7 +135,6 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
             pg.errors_are_clear(dsn, plan.as_of, pg_schema),
             _scratch(plan.lake.work(plan.as_of) / "copy") as scratch,
         ):
-            ensure_tables(conn, schema, pg_schema)
             server_version = pg.server_version(conn)
             exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, scratch)
             log.info(

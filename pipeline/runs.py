@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from pipeline import lakefs
-from pipeline.schema import SCHEMA_FILE, Schema, load_schema
+from pipeline.schema import Schema, load_schema, parse_schema, schema_file
 
 if TYPE_CHECKING:  # only for build()'s arguments; none of them imports this module
     from pipeline.merge import MergeResult
@@ -134,25 +134,42 @@ class ReplacedRun:
 
 @dataclass(frozen=True)
 class Contract:
-    """The contract a month was published under (issue #14): sql/schema.sql's sha256 and every table's
-    columns, in declared order."""
+    """The contract a month was published under (issue #14): sql/schema.sql's sha256, every table's
+    columns in declared order, and the file's text (so the contract can be read back whole: types and
+    keys, for :mod:`pipeline.evolve`; None in records written before it was kept)."""
 
     sha256: str
     columns: dict[str, list[str]]
+    sql: str | None = None
 
     @classmethod
-    def current(cls, path: Path = SCHEMA_FILE, schema: Schema | None = None) -> Contract:
+    def current(cls, path: Path | None = None, schema: Schema | None = None) -> Contract:
+        path = path or schema_file()
         schema = schema or load_schema(path)
-        return cls(hashlib.sha256(path.read_bytes()).hexdigest(), {t.name: list(t.column_names) for t in schema.tables})
+        text = path.read_bytes()
+        return cls(
+            hashlib.sha256(text).hexdigest(),
+            {t.name: list(t.column_names) for t in schema.tables},
+            text.decode("utf-8"),
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Contract | None:
         if data is None:
             return None
-        return cls(data["sha256"], {t: list(c) for t, c in data.get("columns", {}).items()})
+        return cls(data["sha256"], {t: list(c) for t, c in data.get("columns", {}).items()}, data.get("sql"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "columns": self.columns}
+        data: dict[str, Any] = {"sha256": self.sha256, "columns": self.columns}
+        if self.sql is not None:
+            data["sql"] = self.sql
+        return data
+
+    def schema(self) -> Schema | None:
+        """The contract as parsed (None when its text was not kept)."""
+        if self.sql is None:
+            return None
+        return parse_schema(self.sql, source=f"the contract {self.sha256[:12]}")
 
     def changes_since(self, before: Contract) -> str:
         """How this contract differs from ``before``, in words ("users +referral_code; labels -churn_score")."""

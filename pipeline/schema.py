@@ -10,6 +10,7 @@ storage types, cast, checks and reject reasons) is in :mod:`pipeline.types`, one
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,19 @@ def _parse_column(table: str, definition: exp.ColumnDef, source: str) -> Column:
     )
 
 
+SCHEMA_ENV = "STREAMFLOW_SCHEMA"  # another contract file (a staging environment trying a contract change; tests)
+
+
+def schema_file() -> Path:
+    """The contract in force: ``$STREAMFLOW_SCHEMA`` when set, else the repository's sql/schema.sql."""
+    return Path(os.environ.get(SCHEMA_ENV) or SCHEMA_FILE)
+
+
+def load_schema(path: Path | None = None) -> Schema:
+    """The contract (:func:`schema_file` unless ``path``), parsed once per file."""
+    return _load_schema(path or schema_file())
+
+
 @functools.cache
-def load_schema(path: Path = SCHEMA_FILE) -> Schema:
+def _load_schema(path: Path) -> Schema:
     return parse_schema(path.read_text(encoding="utf-8"), source=str(path.name))

@@ -33,9 +33,10 @@ from pipeline import duck, lakefs
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import ConfigError, LakeStateError, PipelineError
+from pipeline.evolve import conformed_select, conforms, empty_select
 from pipeline.lake import arrow
 from pipeline.runs import RunStore, versions
-from pipeline.schema import Schema, load_schema
+from pipeline.schema import Schema, Table, load_schema
 
 LABEL_TABLE = "labels"  # its value columns are the labels; every other table's are features
 SOURCE_PREFIX = "__source_as_of_"
@@ -53,7 +54,9 @@ class TrainingSources:
     lake_root: Path
     as_of: date
     label_as_of: date
-    files: dict[str, Path]  # table -> snapshot data.parquet (the root table first, the label table last)
+    # table -> snapshot data.parquet (the root table first, the label table last); None: the table is newer
+    # in the contract than the month, which reads it as empty
+    files: dict[str, Path | None]
     run_ids: dict[str, str]  # as_of (ISO) -> run_id of the published month
 
     def expected(self, table: str) -> date:
@@ -105,9 +108,14 @@ def plan_sources(
         run_ids={d.isoformat(): published[d].run_id or "" for d in {as_of, label}},
     )
     for table in tables:
-        path = lake.snapshot_file(table, sources.expected(table))
+        month = sources.expected(table)
+        path = lake.snapshot_file(table, month)
+        contract = published[month].contract
+        if not path.exists() and contract is not None and table not in contract.columns:
+            sources.files[table] = None  # the table came into the contract after this month
+            continue
         if not path.exists():
-            raise LakeStateError(f"training set: {path} is missing although {sources.expected(table)} is published")
+            raise LakeStateError(f"training set: {path} is missing although {month} is published")
         sources.files[table] = path
     return sources
 
@@ -135,9 +143,7 @@ def assemble(sources: TrainingSources, settings: Settings | None = None, schema:
     selects, joins = [], []
     for t in tables:
         selects += [f"{alias[t]}.{quote(src)} AS {quote(out)}" for src, out in columns[t]]
-        reader = (
-            f"read_parquet({literal(str(sources.files[t]))}, hive_partitioning = true, hive_types = {{'as_of': DATE}})"
-        )
+        reader = _reader(schema.table(t), sources.files[t])
         if t == tables[0]:
             joins.append(f"{reader} AS {alias[t]}")
         else:
@@ -170,6 +176,18 @@ def assemble(sources: TrainingSources, settings: Settings | None = None, schema:
         "streamflow": json.dumps({"as_of": sources.as_of.isoformat(), "label_as_of": sources.label_as_of.isoformat()})
     }
     return table.cast(pa.schema(fields, metadata=metadata))
+
+
+def _reader(table: Table, path: Path | None) -> str:
+    """The snapshot of one table for the join, as the current contract (:mod:`pipeline.evolve`), with the
+    as_of DuckDB reads from its as_of=… folder (the provenance the leakage check compares)."""
+    as_of = ", as_of"
+    if path is None:
+        return f"({empty_select(table, ', CAST(NULL AS DATE) AS as_of')})"
+    hive = f"read_parquet({literal(str(path))}, hive_partitioning = true, hive_types = {{'as_of': DATE}})"
+    if conforms(table, path):
+        return hive
+    return f"({conformed_select(table, path, as_of, reader=hive)})"
 
 
 def check_sources(sources: TrainingSources, observed: dict[str, set[date]]) -> None:
@@ -249,7 +267,7 @@ def write_training_set(
             t: {
                 "as_of": sources.expected(t).isoformat(),
                 "run_id": sources.run_ids[sources.expected(t).isoformat()],
-                "file": str(p.resolve().relative_to(root)),
+                "file": str(p.resolve().relative_to(root)) if p else None,  # None: not in that month's contract
             }
             for t, p in sources.files.items()
         },

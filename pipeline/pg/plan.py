@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pipeline.duck import quote, read_parquet
+from pipeline.evolve import conformed
 from pipeline.pg.copy import export_expr
 from pipeline.schema import Schema, Table
 
@@ -57,7 +58,7 @@ class MergedTable:
     def select(self, table: Table, changed_only: bool = False) -> str:
         """DuckDB query of the snapshot's rows as PostgreSQL reads them, or only those the merge marked
         inserted or updated."""
-        query = f"SELECT {export_expr(table)} FROM {read_parquet(self.snapshot_file)}"
+        query = f"SELECT {export_expr(table)} FROM {conformed(table, self.snapshot_file)}"
         if changed_only:
             key = quote(table.key)
             query += f" WHERE {key} IN (SELECT {key} FROM {read_parquet(self.changes_file)} WHERE change <> 'deleted')"

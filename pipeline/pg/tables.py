@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from datetime import date
 
 import psycopg
 from psycopg import sql
 
-from pipeline import ddl, pipeline_tables
+from pipeline import ddl, evolve, pipeline_tables
+from pipeline.errors import ContractError
 from pipeline.pg.sqltext import PUBLISHED, RUNS_TABLE, ident, regclass
-from pipeline.schema import Schema
+from pipeline.schema import Column, Schema
 
 log = logging.getLogger(__name__)
 VIEW_COMMENT_PREFIX = "streamflow-lake definition "
@@ -110,3 +112,89 @@ def is_empty(conn: psycopg.Connection, pg_schema: str, table: str) -> bool:
     return bool(
         conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(ident(pg_schema, table))).fetchone()[0]  # type: ignore[index]
     )
+
+
+# PostgreSQL's names of the declared types (format_type), back to a declared type
+_CATALOG_TYPES = {"integer": "INT", "bigint": "BIGINT", "text": "TEXT", "date": "DATE", "boolean": "BOOLEAN"}
+
+
+def _catalog_column(name: str, formatted: str) -> Column | None:
+    """A column as the catalog describes it (None: a type the contract cannot declare)."""
+    if formatted in _CATALOG_TYPES:
+        return Column(name, _CATALOG_TYPES[formatted])
+    match = re.fullmatch(r"numeric(?:\((\d+),(\d+)\))?", formatted)
+    if match is None:
+        return None
+    precision, scale = match.groups()
+    return Column(name, "NUMERIC", int(precision) if precision else None, int(scale) if scale else None)
+
+
+def migrate(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> list[str]:
+    """Bring the live and snapshot tables to the contract, inside the caller's transaction (the month's
+    publish): a column the contract gained is added (earlier snapshot partitions read it as NULL), a
+    widened type is altered (PostgreSQL rewrites the table and its partitions: on a big table this is
+    the cost of the month). A column the contract no longer has, or a type it narrowed, is refused with
+    :class:`ContractError` before anything is written. Returns what was done, in words."""
+    rows = conn.execute(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY c.relname, a.attnum",
+        [pg_schema],
+    ).fetchall()
+    existing: dict[str, dict[str, str]] = {}
+    for relation, column, formatted in rows:
+        existing.setdefault(relation, {})[column] = formatted
+    statements: list[sql.Composed] = []
+    done, refused = [], []
+    for table in schema.tables:
+        for relation in (table.name, table.name + ddl.SNAPSHOT_SUFFIX):
+            have = existing.get(relation)
+            if have is None:
+                continue
+            declared = [*table.column_names, *([ddl.AS_OF] if relation != table.name else [])]
+            refused += [f"column {relation}.{c} is not in sql/schema.sql" for c in have if c not in declared]
+            for column in table.columns:
+                target = ident(pg_schema, relation)
+                if column.name not in have:
+                    collate = (
+                        sql.SQL(" COLLATE {}").format(ident(column.collation)) if column.collation else sql.SQL("")
+                    )
+                    statements.append(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(
+                            target,
+                            ident(column.name),
+                            sql.SQL(column.pg_ddl_type),
+                            collate,  # type: ignore[arg-type]
+                        )
+                    )
+                    done.append(f"{relation}: added {column.name} {column.pg_ddl_type}")
+                    continue
+                current = _catalog_column(column.name, have[column.name])
+                if current is not None and current.pg_ddl_type == column.pg_ddl_type:
+                    continue
+                if current is None or not evolve.widens(current, column):
+                    refused.append(f"column {relation}.{column.name}: {have[column.name]} -> {column.pg_ddl_type}")
+                    continue
+                statements.append(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+                        target,
+                        ident(column.name),
+                        sql.SQL(column.pg_ddl_type),  # type: ignore[arg-type]
+                    )
+                )
+                done.append(f"{relation}: {column.name} widened {have[column.name]} -> {column.pg_ddl_type}")
+    if refused:
+        raise ContractError(
+            f"PostgreSQL schema {pg_schema} cannot follow sql/schema.sql: {'; '.join(refused)}. {evolve.HOW_TO}"
+        )
+    if not statements:
+        return []
+    view = ident(pg_schema, ddl.PROFILE_VIEW)
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))  # a column it reads may change type
+    for statement in statements:
+        conn.execute(statement)
+    _ensure_view(conn, ddl.PROFILE_VIEW, ddl.profile_view(schema, pg_schema), pg_schema)
+    for line in done:
+        log.warning("contract: %s.%s", pg_schema, line)
+    return done

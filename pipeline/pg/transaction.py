@@ -90,6 +90,10 @@ def publishing(
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [advisory_key(pg_schema)])
         if lock_timeout:
             conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+        # the consumers' tables made to exist and brought to the contract in this very transaction: a
+        # column the contract gained appears with the month that first carries it, or not at all
+        tables.ensure_tables(conn, schema, pg_schema)
+        tables.migrate(conn, schema, pg_schema)
         failpoint("in_sync")
         runs = ident(pg_schema, RUNS_TABLE)
         live_as_of = conn.execute(
