@@ -4,6 +4,7 @@ refused before anything changes. Real DuckDB files, real PostgreSQL, real Soda."
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -48,8 +49,6 @@ def contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *changes: tuple[st
 
 def march_drop(tmp_path: Path) -> Path:
     """February's drop again as March's (same users, same values)."""
-    import shutil
-
     return Path(shutil.copytree(SEED_MONTHS[FEB], tmp_path / "march"))
 
 
@@ -116,6 +115,42 @@ def test_a_new_column_and_a_new_table_arrive_with_the_month_that_carries_them(
     assert january.column("device_count").null_count == january.num_rows
     march = training_set(MARCH, lake_root=settings.lake_root)
     assert march.column("device_count").to_pylist() == [2] * march.num_rows
+
+
+def test_a_correction_of_a_month_published_under_an_older_contract_recomputes_the_later_months(
+    two_months, tmp_path, monkeypatch, pg, pg_schema
+):
+    """issue #14: January (old contract) corrected after March brought referral_code: its corrected drop
+    carries the column, February is recomputed from its raw drop (no such column: NULL), March keeps its
+    values; every month is published again, PostgreSQL and the lake agree."""
+    settings = two_months
+    contract(tmp_path, monkeypatch, (USERS_BEFORE, "    has_dependents  BOOLEAN,\n    referral_code   TEXT\n);"))
+    march = march_drop(tmp_path)
+    header, users = read_rows(march / "users.csv")
+    write_rows(march / "users.csv", [*header, "referral_code"], [{**u, "referral_code": "M"} for u in users])
+    run_month(settings, MARCH, march)
+    january = Path(shutil.copytree(SEED_MONTHS[JAN], tmp_path / "january"))
+    header, users = read_rows(january / "users.csv")
+    write_rows(january / "users.csv", [*header, "referral_code"], [{**u, "referral_code": "J"} for u in users])
+
+    run_month(settings, JAN, january, replace=True)
+
+    store = RunStore(Lake(settings.lake_root))
+    assert all(store.get(d).replaced for d in (JAN, FEB, MARCH)), "every month published again"
+    with lakeviews.connect(settings.lake_root) as con:
+        lake = dict(
+            con.execute("SELECT as_of, string_agg(DISTINCT referral_code) FROM users_snapshots GROUP BY 1").fetchall()
+        )
+    in_postgres = dict(
+        pg.execute(
+            sql.SQL("SELECT as_of, string_agg(DISTINCT referral_code, ',') FROM {} GROUP BY 1").format(
+                sql.Identifier(pg_schema, "users_snapshots")
+            )
+        ).fetchall()
+    )
+    # February's drop never had the column: carried users keep January's code, February's own rows none
+    assert lake[JAN] == in_postgres[JAN] == "J" and lake[MARCH] == in_postgres[MARCH] == "M"
+    assert lake[FEB] == in_postgres[FEB]
 
 
 def test_a_widened_type_is_migrated_and_older_months_read_back_exactly(
