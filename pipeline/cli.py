@@ -86,7 +86,7 @@ def _json_value(value: object) -> str:
     return json.dumps(value, default=str)
 
 
-def write_result(out: TextIO, header: list[str], types: list[object], rows: list[tuple], fmt: str) -> None:
+def write_result(out: TextIO, header: list[str], types: Sequence[object], rows: list[tuple], fmt: str) -> None:
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)

@@ -46,7 +46,7 @@ class Decision:
 
 def decide(
     as_of: date,
-    published: Mapping | None,
+    published: object | None,
     changed: Mapping[str, tuple[str, str]] | None,
     *,
     replace: bool = False,

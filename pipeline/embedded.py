@@ -31,7 +31,7 @@ def stop_embedded(lake_root: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():
         return False
     import pgserver
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made when the module is imported
 
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     pg_ctl(["-w", "stop"], pgdata=pgdata, user=server.system_user)

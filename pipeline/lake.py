@@ -252,5 +252,5 @@ def view_names(schema: Schema | None = None) -> list[str]:
 def arrow(result: duckdb.DuckDBPyRelation | duckdb.DuckDBPyConnection) -> pa.Table:
     """A result as an Arrow table, on every DuckDB from 1.1 (``fetch_arrow_table`` became
     ``to_arrow_table`` in 1.4)."""
-    to_table = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    to_table = getattr(result, "to_arrow_table", None) or getattr(result, "fetch_arrow_table")  # noqa: B009
     return to_table()

@@ -107,7 +107,7 @@ def _first_month(
     with lakefs.atomic_file(changes_file) as tmp:
         (rows,) = con.execute(
             f"COPY (SELECT {key}, 'inserted' AS change FROM {drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
-        ).fetchone()
+        ).fetchone() or (0,)
     return {"inserted": int(rows)}
 
 

@@ -257,8 +257,8 @@ def stage_table(
         f"SELECT count(*), count(*) FILTER (WHERE _bad), "
         f"(SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {raw} WHERE NOT _bad "
         f"GROUP BY {key} HAVING count(*) > 1)) FROM {raw}"
-    ).fetchone()
-    structural = con.execute(f"SELECT count(DISTINCT line) FROM {rej_errors}").fetchone()[0]
+    ).fetchone() or (0, 0, 0)
+    (structural,) = con.execute(f"SELECT count(DISTINCT line) FROM {rej_errors}").fetchone() or (0,)
     total = parsed + structural
     if total == 0:
         raise DropError(f"{path}: the file has a header but no data rows; {HOW_TO_FIX_FILE}")

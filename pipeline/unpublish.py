@@ -60,7 +60,7 @@ def plan_unpublish(settings: Settings, as_of: date) -> Unpublishing:
             f"luigi --module pipeline Month --as-of {as_of} --source DIR --replace; nothing was changed"
         )
     earlier = [d for d in published if d < as_of]
-    return Unpublishing(as_of, published[as_of].run_id, max(earlier) if earlier else None)
+    return Unpublishing(as_of, published[as_of].run_id or "", max(earlier) if earlier else None)
 
 
 def unpublish(settings: Settings, plan: Unpublishing, schema: Schema | None = None) -> None:

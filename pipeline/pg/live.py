@@ -177,7 +177,7 @@ class LiveWriter:
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                         self._live(table),
                         ident(name),
-                        sql.SQL(definition),  # type: ignore[arg-type]  # from the catalog, not from data
+                        sql.SQL(definition),  # from the catalog, not from data
                     )
                 )
         return [d for d in dropped if d[0] not in tables]
@@ -220,7 +220,7 @@ class LiveWriter:
         """A temporary table ``<table><suffix>`` of some of the table's columns, filled by COPY from a
         DuckDB query; ``analyze`` when a join will read it (autovacuum never sees temporary tables)."""
         name = table.name + suffix
-        self._execute(sql.SQL(ddl.temp_table(table, name, columns)))  # type: ignore[arg-type]
+        self._execute(sql.SQL(ddl.temp_table(table, name, columns)))
         scratch = self.scratch_dir / f"live-{name}.csv"
         try:
             with contextlib.closing(self.duck.cursor()) as cursor:

@@ -78,7 +78,7 @@ def _load_table(dsn: str, exports: CsvExports, table: Table, stage: str, as_of: 
         conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(KEY_BUILD_MEMORY)))
         path = exports.path(table.name)
         with conn.transaction():
-            conn.execute(ddl.staged_partition(table, stage, as_of))  # type: ignore[arg-type]
+            conn.execute(ddl.staged_partition(table, stage, as_of))
             rows = copy_csv(conn, path, partition, table.column_names, freeze=True)
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(partition, ident(table.key), ident(ddl.AS_OF))
@@ -103,7 +103,7 @@ def _load_table(dsn: str, exports: CsvExports, table: Table, stage: str, as_of: 
 def _load_volume(conn: psycopg.Connection, stage: str, volume: list[dict]) -> None:
     """The drop volume figures the quality checks compare (checks/across_tables.yml)."""
     volume_table = ident(stage, VOLUME_TABLE)
-    conn.execute(pipeline_tables.volume_table(stage))  # type: ignore[arg-type]  # from sql/pipeline_tables.sql
+    conn.execute(pipeline_tables.volume_table(stage))  # from sql/pipeline_tables.sql
     columns = pipeline_tables.column_names(VOLUME_TABLE)
     with conn.cursor() as cur:
         cur.executemany(

@@ -29,9 +29,9 @@ def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> N
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(pg_schema)))
         _migrate_collations(conn, schema, pg_schema)
         for statement in ddl.all_tables(schema, pg_schema):
-            conn.execute(statement)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
+            conn.execute(statement)  # built by sqlglot from sql/schema.sql
         for statement in pipeline_tables.runs_table(pg_schema):  # from sql/pipeline_tables.sql
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
         _ensure_view(conn, ddl.PROFILE_VIEW, ddl.profile_view(schema, pg_schema), pg_schema)
 
 
@@ -42,7 +42,7 @@ def _ensure_view(conn: psycopg.Connection, name: str, definition: str, pg_schema
     current = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [regclass(pg_schema, name)])
     if current.fetchone()[0] == marker:  # type: ignore[index]
         return
-    conn.execute(definition)  # type: ignore[arg-type]  # built by sqlglot from sql/schema.sql
+    conn.execute(definition)  # built by sqlglot from sql/schema.sql
     conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(ident(pg_schema, name), sql.Literal(marker)))
 
 
@@ -87,7 +87,7 @@ def _migrate_collations(conn: psycopg.Connection, schema: Schema, pg_schema: str
             sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} COLLATE {}").format(
                 ident(pg_schema, table),
                 ident(column.name),
-                sql.SQL(column.pg_ddl_type),  # type: ignore[arg-type]  # a declared type, not data
+                sql.SQL(column.pg_ddl_type),  # a declared type, not data
                 ident(column.collation or ""),
             )
         )
@@ -165,7 +165,7 @@ def migrate(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> list[st
                             target,
                             ident(column.name),
                             sql.SQL(column.pg_ddl_type),
-                            collate,  # type: ignore[arg-type]
+                            collate,
                         )
                     )
                     done.append(f"{relation}: added {column.name} {column.pg_ddl_type}")
@@ -180,7 +180,7 @@ def migrate(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> list[st
                     sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
                         target,
                         ident(column.name),
-                        sql.SQL(column.pg_ddl_type),  # type: ignore[arg-type]
+                        sql.SQL(column.pg_ddl_type),
                     )
                 )
                 done.append(f"{relation}: {column.name} widened {have[column.name]} -> {column.pg_ddl_type}")
