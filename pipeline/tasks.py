@@ -11,6 +11,7 @@ whatever folder it came from.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import luigi
 
@@ -137,12 +138,12 @@ class _MonthParams(luigi.Task):
                 # published from a folder neither configured nor given: nothing to compare it with
         return months.decide_month(plan, self.as_of, published, replace=replace, as_dependency=as_dependency)
 
-    def run_step(self, step, table: str) -> None:  # noqa: ANN001 - months.stage_one or months.merge_one
+    def run_step(self, step: Callable[[Settings, months.MonthPlan, str], object], table: str) -> None:
         plan = self.plan()
         with lakefs.month_lock(plan.lake, self.as_of, exclusive=False):
             decision = self.decision()
             if decision.action is Action.NOTHING_TO_DO:
-                log.info("%s: %s (published by another run meanwhile): nothing to do", self, decision.reason)
+                log.info("%s: month %s was published by another run meanwhile: nothing to do", self, self.as_of)
                 return
             step(self.settings(), plan, table)
 
@@ -229,7 +230,14 @@ class Month(_MonthParams):
     def run(self) -> None:
         decision = self.month_decision()
         if decision.action is Action.NOTHING_TO_DO:
-            log.info("%s: nothing to do", decision.reason)
+            # complete() said no: published since (by another run), or a published run left work files
+            leftovers = months.published_leftovers(
+                self.lake(), self.as_of, months.published_months(self.lake())[self.as_of]
+            )
+            if leftovers:
+                log.info("month %s is published; removing the work files its run left behind", self.as_of)
+            else:
+                log.info("month %s was published by another run meanwhile: nothing to do", self.as_of)
             months.clean_published_work_locked(self.lake(), self.as_of)
             return
         if decision.action is Action.REFUSE:
