@@ -58,8 +58,7 @@ def _not_null(column: exp.ColumnDef) -> exp.ColumnDef:
 
 
 # Live tables leave half of each page free: a month rewrites many rows (usage, every row), and with room
-# on the page PostgreSQL updates in place ("HOT": no new index entry). Measured on 408,000 usage rows
-# updated by the upsert: 5.9 s with full pages, 3.2 s with fillfactor 50, every update HOT.
+# on the page PostgreSQL updates in place ("HOT": no new index entry). bench/RESULTS.md, "Tuning constants".
 LIVE_FILLFACTOR = 50
 
 

@@ -53,3 +53,15 @@ class LakeStateError(PipelineError):
 
 class ContractError(PipelineError):
     """sql/schema.sql changed in a way the published months cannot follow (a column removed, a type narrowed)."""
+
+
+class DropErrors(PipelineError):
+    """Several files of a drop cannot be published: every one of them, in one message."""
+
+    def __init__(self, as_of: object, errors: list[PipelineError]) -> None:
+        self.errors = errors
+        lines = "\n".join(f"  {i}. {error}" for i, error in enumerate(errors, start=1))
+        super().__init__(
+            f"month {as_of}: {len(errors)} files of the drop cannot be published; nothing was published. "
+            f"Fix each, then run the month again:\n{lines}"
+        )

@@ -94,8 +94,7 @@ def _first_month(
     changes_file: Path,
 ) -> dict[str, int]:
     """Nothing to merge with: the snapshot is the drop in key order, and every key is new. A drop staged
-    in key order is linked, not written again (at 1,000,000 users a table's read, sort and write took
-    1-2.5 s of DuckDB work; sorting inside staging left staging's time within its noise)."""
+    in key order is linked, not written again (bench/RESULTS.md, "Tuning constants")."""
     key = quote(table.key)
     drop = conformed(table, drop_file)
     with lakefs.atomic_file(snapshot_file) as tmp:

@@ -23,7 +23,14 @@ from pipeline import duck, evolve, lakefs, runs
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
 from pipeline.decide import Decision, check_as_of, decide
-from pipeline.errors import ConfigError, DropChangedError, LakeStateError, PipelineError, PublishedMonthError
+from pipeline.errors import (
+    ConfigError,
+    DropChangedError,
+    DropErrors,
+    LakeStateError,
+    PipelineError,
+    PublishedMonthError,
+)
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.schema import Schema, load_schema
@@ -299,29 +306,28 @@ TABLE_WORKERS = 2
 
 def stage_and_merge(settings: Settings, plan: MonthPlan, schema: Schema) -> dict[str, MergeResult]:
     """Stage and merge every table of the month, ``TABLE_WORKERS`` tables at a time when the DuckDB memory
-    limit leaves each enough (each gets its share of it); the Luigi tasks get the same from ``--workers 2``."""
+    limit leaves each enough (each gets its share of it); the Luigi tasks get the same from ``--workers 2``.
 
+    Every file is staged even when an earlier one is bad, so a person fixing the export hears of every
+    bad file at once (:class:`DropErrors` when there are several; the one file's own error otherwise);
+    nothing is merged until every file is staged."""
     jobs = duck.parallel_jobs(settings, TABLE_WORKERS)
     each = duck.share(settings, jobs)
-    failed: list[str] = []
 
-    def one(table: str) -> MergeResult:
+    def stage(table: str) -> PipelineError | None:
         try:
             stage_one(each, plan, table, schema)
-        except PipelineError:
-            failed.append(table)
-            raise
-        return merge_one(each, plan, table, schema)
+        except PipelineError as error:
+            return error
+        return None
 
-    try:
-        return run_all({t: functools.partial(one, t) for t in schema.table_names}, jobs, name="table")
-    except PipelineError:
-        # Report a bad drop as the tables in order would have: the error is the first bad file's, and a
-        # later file read meanwhile leaves no rejects behind (the rerun after the fix reads it again).
-        first = min(schema.table_names.index(t) for t in failed) if failed else len(schema.table_names)
-        for table in schema.table_names[first + 1 :]:
-            shutil.rmtree(plan.lake.rejects(table, plan.as_of), ignore_errors=True)
-        raise
+    staged = run_all({t: functools.partial(stage, t) for t in schema.table_names}, jobs, name="stage")
+    errors = [error for error in staged.values() if error is not None]  # in the schema's table order
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise DropErrors(plan.as_of, errors)
+    return run_all({t: functools.partial(merge_one, each, plan, t, schema) for t in schema.table_names}, jobs)
 
 
 def changed_sources(

@@ -168,10 +168,10 @@ def _set_password(scan: object, dsn: str) -> None:
 # How the gate's own PostgreSQL session plans. Its only joins are the reference checks: a table's staged
 # partition against the users partition, both keyed on user_id and written frozen, so their keys can be
 # read in order from the two indexes without touching the heap and merged in one pass. Without statistics
-# (staging is not analysed) the planner picks a parallel hash join instead, which at 1,000,000 users keeps
-# three processes busy for 0.65 s (about 1.9 CPU-seconds) where the merge takes 0.4-0.6 s on one, while
-# the staging load and the live upsert want the same cores. Single-table scans are unaffected, but for
-# not running in parallel: the gate runs beside the load, where parallel workers only add overhead.
+# (staging is not analysed) the planner picks a parallel hash join instead, which keeps three processes
+# busy where the merge needs one, while the staging load and the live upsert want the same cores
+# (bench/RESULTS.md, "Tuning constants"). Single-table scans are unaffected, but for not running in
+# parallel: the gate runs beside the load, where parallel workers only add overhead.
 GATE_SESSION = {
     "enable_hashjoin": "off",
     "enable_nestloop": "off",

@@ -122,3 +122,24 @@ def test_the_gates_connection_failing_is_reported_as_such_not_as_failed_checks(s
     assert "not a failed check" in message and "quality check" not in message
     assert not list(Lake(settings.lake_root).run_dir(FEB).glob("attempts/*.json"))
     assert_nothing_published(pg, pg_schema, settings.lake_root, FEB, before)
+
+
+def test_every_bad_file_of_a_drop_is_reported_at_once(settings, pg, pg_schema, tmp_path):
+    """issue #13: two bad files, one message naming both (in the contract's table order), each with its
+    rejects explained in the lake, and nothing published."""
+    from pipeline.errors import DropErrors
+    from tests.drops import seed_copy, set_value
+
+    drop = seed_copy(tmp_path / "jan")
+    set_value(drop, "labels", 3, "churn_label", "maybe")
+    set_value(drop, "users", 5, "signup_date", "2024-13-45")
+    with pytest.raises(DropErrors) as refused:
+        run_month(settings, JAN, drop)
+    message = str(refused.value)
+    assert message.startswith("month 2024-01-31: 2 files of the drop cannot be published; nothing was published.")
+    users, labels = message.index("users.csv"), message.index("labels.csv")
+    assert users < labels and "line 7, column signup_date" in message and "line 5, column churn_label" in message
+    assert [e.__class__.__name__ for e in refused.value.errors] == ["RejectedRowsError", "RejectedRowsError"]
+    lake = Lake(settings.lake_root)
+    assert all((lake.rejects(t, JAN) / "rejects.parquet").exists() for t in ("users", "labels"))
+    assert not lake.manifest(JAN).exists() and not (settings.lake_root / "snapshots").exists()

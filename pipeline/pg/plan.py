@@ -17,20 +17,19 @@ from pipeline.evolve import conformed
 from pipeline.pg.copy import export_expr
 from pipeline.schema import Schema, Table
 
-# Row-by-row foreign-key checks cost more than the insert itself on a big write (measured: 400,000 rows
-# into a child table take 9.9 s with the key checked per row, 3.0 s without plus 0.5 s to validate the
-# whole table once). A table that gets more than this many new keys has its foreign keys dropped inside
-# the publish transaction and added back validated, so readers never see them missing. Updated rows do
-# not count: PostgreSQL does not check a reference again when an update leaves the referencing column
-# as it was, and the upsert never changes a key.
+# Row-by-row foreign-key checks cost more than the insert itself on a big write. A table that gets more
+# than this many new keys has its foreign keys dropped inside the publish transaction and added back
+# validated, so readers never see them missing. Updated rows do not count: PostgreSQL does not check a
+# reference again when an update leaves the referencing column as it was, and the upsert never changes a
+# key. (Measurements: bench/RESULTS.md, "Tuning constants".)
 BULK_WRITE_ROWS = 50_000
 # Staging loads two tables at a time, each on its own connection: while PostgreSQL parses one table's
 # COPY, DuckDB writes out the next, and on two cores both are busy. While the live upsert keeps a
 # backend busy with a big write, one at a time: one busy backend per core, and the tables the upsert
 # reads from staging arrive one by one from the start (see bench/RESULTS.md).
 STAGING_CONNECTIONS = 2
-# A key build sorts the table's keys: in memory when they fit (a 1,000,000-row key fits in 256MB; the
-# default 64MB spills the sort to disk).
+# A key build sorts the table's keys: in memory when they fit (the default 64MB spills a million-row
+# key's sort to disk; bench/RESULTS.md, "Tuning constants").
 KEY_BUILD_MEMORY = "256MB"
 
 
