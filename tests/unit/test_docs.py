@@ -71,3 +71,31 @@ def test_every_make_target_the_readme_shows_exists():
 if __name__ == "__main__":
     README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
     print(f"wrote the configuration table of {README.name} ({len(SETTINGS)} settings)", file=sys.stderr)
+
+
+def test_the_readmes_layout_names_every_module_of_the_package_and_nothing_else():
+    """The README's "Layout of pipeline/" list and the package's modules agree (#13.7)."""
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    layout = text.partition("Layout of `pipeline/`")[2].partition("Besides `pipeline/`")[0]
+    named = set(re.findall(r"`([a-z_]+)/?`", layout)) - {"pipeline"}
+    package = PROJECT_ROOT / "pipeline"
+    modules = {p.stem for p in package.glob("*.py") if not p.stem.startswith("__")}
+    modules |= {p.name for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules |= {p.stem for p in (package / "pg").glob("*.py") if not p.stem.startswith("__")}
+    assert named == modules, f"README lacks {sorted(modules - named)}; README names {sorted(named - modules)}"
+
+
+def test_the_readmes_flow_diagram_follows_the_order_the_code_reaches_its_stages():
+    """Each step of the diagram at the top of the README is a failpoint the month reaches (see
+    pipeline/failpoints.py), and the diagram names them in the order the code reaches them."""
+    from pipeline.failpoints import POINTS
+
+    diagram = README.read_text(encoding="utf-8").partition("```\ndrop/*.csv")[2].partition("```")[0]
+    steps = {"─stage─": "staged", "─merge─": "merged", "─Soda checks─": "checked", "transaction ─": "committed"}
+    steps["lake/snapshots"] = "lake_published"
+    steps["manifest"] = "manifest_written"
+    assert all(label in diagram for label in steps), diagram
+    in_diagram = sorted(steps, key=diagram.index)
+    assert [steps[label] for label in in_diagram] == [p for p in POINTS if p in steps.values()]
