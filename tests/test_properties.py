@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from pipeline.config import PostgresSettings, Settings
-from pipeline.errors import QualityGateError, RejectedRowsError
+from pipeline.errors import DropErrors, QualityGateError, RejectedRowsError
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
 from pipeline.runs import RunRecord
@@ -499,16 +499,20 @@ def test_random_corruptions_are_refused_with_nothing_published_or_match_the_mode
     as_of, drop = MONTHS[len(months) - 1], months[-1]
     parsed = {t.name: typed(t, drop[t.name]) for t in SCHEMA.tables}
     source = write_drop(drop, folder / "last")
-    refusing = next((t for t in SCHEMA.tables if parsed[t.name].rejected_lines), None)
+    refusing = [t for t in SCHEMA.tables if parsed[t.name].rejected_lines]
     event(f"corruptions: {', '.join(sorted({c.split(' in ')[0] for c in corruptions}))}")
-    if refusing is not None:
-        event("outcome: rows rejected")  # staging stops at the first file (in schema order) with a bad row
-        with pytest.raises(RejectedRowsError) as raised:
+    if refusing:
+        event("outcome: rows rejected")  # every file with a bad row is named, in schema order (issue #13)
+        with pytest.raises((RejectedRowsError, DropErrors)) as raised:
             run_month(s, as_of, source)
-        assert f"{refusing.name}.csv" in str(raised.value)
-        rejects = Lake(s.lake_root).rejects(refusing.name, as_of) / "rejects.parquet"
-        lines = {r[0] for r in duckdb.execute("SELECT line FROM read_parquet(?)", [str(rejects)]).fetchall()}
-        assert lines == parsed[refusing.name].rejected_lines
+        errors = raised.value.errors if isinstance(raised.value, DropErrors) else [raised.value]
+        assert [type(e) for e in errors] == [RejectedRowsError] * len(refusing)
+        named = [t.name for t in refusing]
+        assert [next(n for n in named if f"{n}.csv" in str(e)) for e in errors] == named
+        for table in refusing:
+            rejects = Lake(s.lake_root).rejects(table.name, as_of) / "rejects.parquet"
+            lines = {r[0] for r in duckdb.execute("SELECT line FROM read_parquet(?)", [str(rejects)]).fetchall()}
+            assert lines == parsed[table.name].rejected_lines
         assert_month_not_published(s, pg, as_of, model.snapshots if len(months) > 1 else {})
         return
     merged = {t: merge(model.snapshots[t], parsed[t].rows) for t in parsed}
