@@ -51,7 +51,8 @@ class _PipelineErrorsWithoutTraceback(logging.Filter):
             return True
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, PipelineError):
-            record.msg = f"{record.getMessage()}\n{error}"
+            head = record.getMessage()
+            record.msg = str(error) if head == "Uncaught exception in luigi" else f"{head}\n{error}"
             _without_traceback(record)
         elif _scheduler_unreachable(error):
             if "while scheduling" in str(record.msg):
