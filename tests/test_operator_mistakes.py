@@ -213,12 +213,17 @@ END = "<!-- end of operator-mistakes table -->"
 
 def render_table() -> str:
     rows = [
-        f"| {c.name} | {c.mistake} | {c.exit_code} | `{c.message.format(tmp='…').strip()}`"
+        f"| {c.name} | {c.mistake} | {c.exit_code} | {_code(c.message.format(tmp='…').strip())}"
         + (f" — {c.note}" if c.note else "")
         + " |"
         for c in CASES
     ]
     return "| Case | Mistake | Exit | Message |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def _code(text: str) -> str:
+    """Inline code, with double backticks when the message quotes a command in backticks."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def test_the_readme_table_is_generated_from_cases():
