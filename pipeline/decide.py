@@ -1,6 +1,7 @@
 """What a run of a month has to do, decided in one place, by one pure function.
 
-"Is it published? Did its drop change? Replace it? Which later months does it invalidate?" used to be
+"Is it published? Did its drop change? Replace it? Which later months does it invalidate? Are later
+months still built on a run a correction replaced?" used to be
 answered separately by each Luigi task method and by :func:`pipeline.month.run_month`. Now every one of
 them calls :func:`decide` with what it knows, and the publish step calls it again under the month's
 exclusive lock, so the answer it acts on is the one that holds when it writes.
