@@ -391,7 +391,7 @@ def recompute_later_months(
             from_raw=True,
         )
         log.info("recomputing %s on top of the corrected %s", as_of, after)
-        confirm = options.confirm_deletions or record.confirm_deletions
+        confirm = options.confirm_deletions or record.confirm_deletions or _confirmed_when_published(settings, record)
         try:
             _stage_from_raw(settings, plan, record, schema)
             publish_month(settings, plan, dataclasses.replace(options, confirm_deletions=confirm))
@@ -407,6 +407,14 @@ def recompute_later_months(
             ) from None
         done.append(as_of)
     return later
+
+
+def _confirmed_when_published(settings: Settings, record: runs.RunRecord) -> bool:
+    """A --full-dump month whose manifest predates ``confirm_deletions``: it was confirmed if it deleted
+    more users than max_delete_ratio allows (it could not have been published otherwise)."""
+    users = record.tables.get(load_schema().root.name, {})
+    before = sum(users.get(k, 0) for k in ("updated", "unchanged", "carried", "deleted"))
+    return record.full_dump and before > 0 and users.get("deleted", 0) / before > settings.max_delete_ratio
 
 
 def _stage_from_raw(settings: Settings, plan: MonthPlan, record: runs.RunRecord, schema: Schema) -> None:

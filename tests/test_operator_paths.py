@@ -76,24 +76,39 @@ def test_replace_through_a_confirmed_full_dump_month_republishes_it_with_its_con
     assert "lake and PostgreSQL agree (2 published months)" in report.stdout
 
 
-def test_a_recompute_stopped_halfway_is_named_by_status_and_completed_by_a_rerun(
-    run_luigi, pipeline_env, tmp_path: Path, lake_root: Path, pg: psycopg.Connection, pg_schema: str
-):  # issue #15.1: a full-dump month whose manifest predates the recorded confirmation
-    feb_drop = _jan_and_confirmed_full_dump_feb(run_luigi, tmp_path)
+def test_a_full_dump_manifest_from_before_the_recorded_confirmation_is_recomputed_as_confirmed(
+    run_luigi, tmp_path: Path, lake_root: Path
+):  # issue #15.1: its deletions (21% > 10%) say it was confirmed
+    _jan_and_confirmed_full_dump_feb(run_luigi, tmp_path)
     path = Lake(lake_root).manifest(FEB)
     old = json.loads(path.read_text())
     del old["confirm_deletions"]
     path.write_text(json.dumps(old, indent=2))
 
     result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", str(_corrected_jan(tmp_path)), "--replace")
+    assert result.returncode == 0, result.stderr[-3000:]
+    feb = manifest(lake_root, FEB)
+    assert feb["previous_run_id"] == manifest(lake_root, JAN)["run_id"] and feb["confirm_deletions"] is True
+
+
+def test_a_recompute_stopped_halfway_is_named_by_status_and_completed_by_a_rerun(
+    run_luigi, pipeline_env, tmp_path: Path, lake_root: Path, pg: psycopg.Connection, pg_schema: str
+):  # issue #15.1: the corrected January lacks 5,000 users, so February's volume check now fails
+    feb_drop = _jan_and_confirmed_full_dump_feb(run_luigi, tmp_path)
+    old = manifest(lake_root, FEB)
+    jan_drop = seed_copy(tmp_path / "jan")
+    _remove_users(jan_drop, 5000)
+
+    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", str(jan_drop), "--replace")
     assert result.returncode == 30
     assert "Traceback" not in result.stderr
     assert (
         f"month {JAN} is published, and the months after it recomputed on top of it so far: none; "
-        f"recomputing {FEB} failed: month {FEB} (--full-dump) would delete 1500 of 7000 users" in result.stderr
+        f"recomputing {FEB} failed: month {FEB}: 1 quality check(s) failed; nothing was published:" in result.stderr
     )
     assert (
-        f"To complete them: luigi --module pipeline Month --as-of {FEB} --source {feb_drop} --confirm-deletions"
+        f"Months {FEB} still hold their earlier version (built on a run that was replaced; streamflow status names "
+        f"them). To complete them: luigi --module pipeline Month --as-of {FEB} --source {feb_drop}\n"
     ) in result.stderr
     jan = manifest(lake_root, JAN)
     assert manifest(lake_root, FEB)["run_id"] == old["run_id"]  # February unchanged, on the replaced January
@@ -106,7 +121,9 @@ def test_a_recompute_stopped_halfway_is_named_by_status_and_completed_by_a_rerun
         f"(now run {jan['run_id']}): run `luigi --module pipeline Month --as-of {FEB} --source {feb_drop}`"
     ) in report.stdout
 
-    result = run_luigi("Month", "--as-of", FEB.isoformat(), "--source", str(feb_drop), "--confirm-deletions")
+    (tmp_path / "looser.cfg").write_text("[pipeline]\nvolume_change_ratio = 5\n")  # the operator's decision
+    looser = {"LUIGI_CONFIG_PATH": str(tmp_path / "looser.cfg")}
+    result = run_luigi("Month", "--as-of", FEB.isoformat(), "--source", str(feb_drop), env=looser)
     assert result.returncode == 0, result.stderr[-3000:]
     feb = manifest(lake_root, FEB)
     assert feb["previous_run_id"] == jan["run_id"] and feb["confirm_deletions"] is True
