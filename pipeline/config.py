@@ -257,6 +257,18 @@ def _read_pipeline_section(config: configparser.RawConfigParser) -> dict[str, ob
     return values
 
 
+def _check_lake_root(lake_root: Path, where: str) -> None:
+    """The lake is a folder (made on first use): a path to a file, or under one, is a typo (issue #15.3)."""
+    for path in (lake_root, *lake_root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(
+                    f"{where} = {lake_root}: {path} is a file, not a folder; point it at the lake's folder "
+                    f"(created on first use); nothing was run"
+                )
+            return
+
+
 def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
     """Read luigi.cfg (through Luigi's own config loader, so LUIGI_CONFIG_PATH works), then the
     environment: LAKE_ROOT overrides ``[pipeline] lake_root``, POSTGRES_SCHEMA ``postgres_schema``;
@@ -277,6 +289,7 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
             months[_parse_date(key, f"luigi.cfg [{MONTHS_SECTION}]")] = Path(config.get(MONTHS_SECTION, key))
     configured_root = values.pop("lake_root", Settings.lake_root)
     lake_root = Path(env.get("LAKE_ROOT") or str(configured_root))
+    _check_lake_root(lake_root, "LAKE_ROOT" if env.get("LAKE_ROOT") else f"luigi.cfg [{PIPELINE_SECTION}] lake_root")
     schema = str(values.pop("postgres_schema", PostgresSettings.schema))
     return Settings(
         lake_root=lake_root,

@@ -1,6 +1,7 @@
 """What a run of a month has to do, decided in one place, by one pure function.
 
-"Is it published? Did its drop change? Replace it? Which later months does it invalidate?" used to be
+"Is it published? Did its drop change? Replace it? Which later months does it invalidate? Are later
+months still built on a run a correction replaced?" used to be
 answered separately by each Luigi task method and by :func:`pipeline.month.run_month`. Now every one of
 them calls :func:`decide` with what it knows, and the publish step calls it again under the month's
 exclusive lock, so the answer it acts on is the one that holds when it writes.
@@ -11,6 +12,7 @@ exclusive lock, so the answer it acts on is the one that holds when it writes.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ class Action(enum.Enum):
     PUBLISH = "publish"  # not published yet
     REPLACE = "replace"  # published, the drop differs, and --replace says it is the correction
     REFUSE = "refuse"  # published, the drop differs, no --replace: immutable
+    RECOMPUTE = "recompute"  # published from this drop, but later months still build on a replaced run
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Decision:
     action: Action
     reason: str  # in words, for the log or (REFUSE) the error message
     recompute: tuple[date, ...] = ()  # published months after this one, rebuilt on top of it afterwards
+    notice: str = ""  # something to tell even when there is nothing to do (luigi.cfg names an old folder)
 
     @property
     def runs(self) -> bool:
@@ -53,6 +57,9 @@ def decide(
     as_dependency: bool = False,
     later: Iterable[date] = (),
     source: Path | str | None = None,
+    stale: Iterable[date] = (),
+    configured: bool = False,
+    corrected_from: Path | str | None = None,
 ) -> Decision:
     """The one decision for a run of month ``as_of``.
 
@@ -60,8 +67,14 @@ def decide(
     (published sha256, sha256 now) of the drop files that differ from what was published; None when
     there is no drop folder to compare with. ``later``: the published months after ``as_of``: whatever
     rebuilds this month makes them stale, so they are recomputed on top of it (a month published out of
-    order, or a correction). ``source``: the drop folder, for the messages."""
+    order, or a correction). ``source``: the drop folder, for the messages. ``stale``: the published months
+    from ``as_of`` on that were built on a run of their previous month that is no longer the published one
+    (a correction whose recompute stopped halfway): a run of the month recomputes them and every month
+    after them. ``configured``: the drop folder came from luigi.cfg [months], not from --source: a month
+    corrected from another folder is then not compared with it (issue #15.2). ``corrected_from``: the
+    folder a correction (``--replace``) of the published month came from, per its run record; else None."""
     after = tuple(sorted(d for d in later if d > as_of))
+    stale = tuple(sorted(d for d in stale if d >= as_of))
     if published is None:
         if after:
             return Decision(
@@ -73,15 +86,28 @@ def decide(
         return Decision(Action.PUBLISH, f"month {as_of} is not published yet")
     if as_dependency:
         return Decision(Action.NOTHING_TO_DO, f"month {as_of} is published; as a dependency it is not compared")
+    if (
+        changed
+        and configured
+        and not replace
+        and corrected_from
+        and Path(corrected_from).resolve() != Path(str(source)).resolve()
+    ):
+        notice = (
+            f"month {as_of} is published from the correction in {corrected_from} (its run record says so); "
+            f"luigi.cfg [months] still names {source}, which is not compared: set "
+            f"'{as_of} = {corrected_from}' in luigi.cfg [months]"
+        )
+        return dataclasses.replace(_or_recompute(as_of, stale, later, notice), notice=notice)
     if changed is None:
         if replace:
             return Decision(
                 Action.REFUSE,
                 f"month {as_of}: --replace needs the corrected drop: pass --source DIR (nothing was published)",
             )
-        return Decision(Action.NOTHING_TO_DO, f"month {as_of} is published (no drop folder to compare with)")
+        return _or_recompute(as_of, stale, later, f"month {as_of} is published (no drop folder to compare with)")
     if not changed:
-        return Decision(Action.NOTHING_TO_DO, f"month {as_of} is already published from the same drop")
+        return _or_recompute(as_of, stale, later, f"month {as_of} is already published from the same drop")
     files = "; ".join(f"{t}.csv published {old[:12]}, now {new[:12]}" for t, (old, new) in changed.items())
     if replace:
         return Decision(Action.REPLACE, f"replacing published month {as_of} ({files})", after)
@@ -90,6 +116,20 @@ def decide(
         f"month {as_of} is published and immutable, but the drop in {source} differs from what was "
         f"published ({files}). If this drop is the correction, replace the month (it and every later month are "
         f"recomputed): luigi --module pipeline Month --as-of {as_of} --source {source} --replace",
+    )
+
+
+def _or_recompute(as_of: date, stale: tuple[date, ...], later: Iterable[date], reason: str) -> Decision:
+    """Nothing to do for the month itself; but published months from ``as_of`` on that still build on a
+    replaced run are recomputed, with every month after the first of them."""
+    if not stale:
+        return Decision(Action.NOTHING_TO_DO, reason)
+    redo = tuple(sorted(d for d in later if d >= stale[0]))
+    return Decision(
+        Action.RECOMPUTE,
+        f"{reason}; but month(s) {_dates(stale)} still build on a run that was replaced: {_dates(redo)} are "
+        f"recomputed from their typed drops in the lake",
+        redo,
     )
 
 

@@ -5,6 +5,7 @@ read the tables at the URI that is logged; ``streamflow stop-embedded`` stops it
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,19 @@ def embedded_dsn(lake_root: Path) -> str:
     uri = server.get_uri()
     log.info("No PostgreSQL configured (POSTGRES_DSN / POSTGRES_HOST): using the embedded server at %s", uri)
     return uri
+
+
+def embedded_running(lake_root: Path) -> bool:
+    """Whether the lake's embedded server runs (its postmaster.pid names a live process)."""
+    pid_file = data_dir(lake_root) / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def stop_embedded(lake_root: Path) -> bool:

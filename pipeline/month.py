@@ -71,6 +71,7 @@ class MonthPlan:
     previous: date | None
     full_dump: bool = False
     from_raw: bool = False  # recomputing a published month from its typed drop in the lake (a correction)
+    configured: bool = False  # the drop folder is luigi.cfg [months]'s, not given with --source
     files: Mapping[str, FileIdentity | None] = field(default_factory=dict, compare=False, hash=False)
 
     def source_file(self, table: str) -> Path:
@@ -134,6 +135,7 @@ def plan_month(
         source=folder,
         previous=previous_as_of(settings, as_of),
         full_dump=full_dump,
+        configured=not source,
         files={t: FileIdentity.of(folder / f"{t}.csv") for t in tables},
     )
 
@@ -161,7 +163,22 @@ def decide_month(
         as_dependency=as_dependency,
         later=list(published),
         source=plan.source if plan else None,
+        stale=stale_months(published),
+        configured=plan.configured if plan else False,
+        corrected_from=record.source if record is not None and record.replaced else None,
     )
+
+
+def stale_months(published: Mapping[date, runs.RunRecord]) -> list[date]:
+    """The published months built on a run of their previous month that is no longer the published one:
+    a correction whose recompute of the later months stopped halfway (issue #15.1)."""
+    return [
+        as_of
+        for as_of, record in published.items()
+        if record.previous_as_of is not None
+        and record.previous_as_of in published
+        and record.previous_run_id != published[record.previous_as_of].run_id
+    ]
 
 
 def verify_inputs(plan: MonthPlan, schema: Schema | None = None) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from pipeline import duck, lakefs, quality, runs
 from pipeline.config import Settings
 from pipeline.decide import Action
-from pipeline.errors import DeletionLimitError, LakeStateError, PublishedMonthError
+from pipeline.errors import DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult
 from pipeline.month import (
@@ -199,6 +199,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     previous=previous_record,
                     extra=options.extra,
                 )
+                record = dataclasses.replace(record, confirm_deletions=plan.full_dump and options.confirm_deletions)
                 record = record.replacing(runs.RunStore(plan.lake).get(plan.as_of))  # a correction keeps history
                 if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
                     runs.RunStore(plan.lake).write_attempt(record.as_failed())
@@ -347,6 +348,9 @@ def run_month(
     if decision.action is Action.REFUSE:
         raise PublishedMonthError(decision.reason)
     log.info("%s", decision.reason)
+    if decision.action is Action.RECOMPUTE:
+        recompute_later_months(settings, as_of, options, months=decision.recompute)
+        return published_months(plan.lake)[as_of]
     for table in schema.table_names:
         drop_file(plan.source, schema.table(table))  # fail fast on a missing file, before any work
     stage_and_merge(settings, plan, schema)
@@ -356,14 +360,26 @@ def run_month(
     return record
 
 
-def recompute_later_months(settings: Settings, after: date, options: PublishOptions | None = None) -> list[date]:
+def recompute_later_months(
+    settings: Settings,
+    after: date,
+    options: PublishOptions | None = None,
+    *,
+    months: tuple[date, ...] | None = None,
+) -> list[date]:
     """After a correction of month ``after``: rebuild every later published month on top of it, from the
     typed drops kept in ``<lake>/raw``, gate and publish each again (PostgreSQL's snapshot rows and run
-    rows are updated, live too when the latest month changes). Returns the months recomputed."""
+    rows are updated, live too when the latest month changes). Returns the months recomputed.
+
+    ``months``: only these (and they must include every month after the first of them): the months a
+    correction left built on a replaced run, when its recompute stopped halfway (issue #15.1). A
+    ``--full-dump`` month keeps the ``--confirm-deletions`` it was published with. If one month fails, the
+    message says which months were recomputed and how to complete the rest."""
     lake = lakefs.Lake(settings.lake_root)
     schema = load_schema()
     options = dataclasses.replace(options or PublishOptions(), republish=True, replace=False)
-    later = sorted(d for d in published_months(lake) if d > after)
+    later = sorted(d for d in published_months(lake) if d > after) if months is None else sorted(months)
+    done: list[date] = []
     for as_of in later:
         record = published_months(lake)[as_of]
         plan = MonthPlan(
@@ -375,20 +391,46 @@ def recompute_later_months(settings: Settings, after: date, options: PublishOpti
             from_raw=True,
         )
         log.info("recomputing %s on top of the corrected %s", as_of, after)
-        for table in schema.table_names:
-            stage_dir = plan.stage_dir(table)
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(lake.raw(table, as_of) / "data.parquet", stage_dir / "data.parquet")
-            lakefs.write_text_atomic(
-                stage_dir / "result.json",
-                StageResult(
-                    table=table,
-                    source=SourceFile(**record.files[table].to_json()),
-                    rows=record.files[table].rows,
-                    rejected=record.rejects.get(table, 0),
-                    missing_columns=record.missing_columns.get(table, []),
-                ).to_json(),
-            )
-            merge_one(settings, plan, table, schema)
-        publish_month(settings, plan, options)
+        confirm = options.confirm_deletions or record.confirm_deletions or _confirmed_when_published(settings, record)
+        try:
+            _stage_from_raw(settings, plan, record, schema)
+            publish_month(settings, plan, dataclasses.replace(options, confirm_deletions=confirm))
+        except PipelineError as error:
+            rest = ", ".join(d.isoformat() for d in later if d >= as_of)
+            recomputed = ", ".join(d.isoformat() for d in done) or "none"
+            flag = " --confirm-deletions" if isinstance(error, DeletionLimitError) else ""
+            raise type(error)(
+                f"month {after} is published, and the months after it recomputed on top of it so far: "
+                f"{recomputed}; recomputing {as_of} failed: {error} Months {rest} still hold their earlier "
+                f"version (built on a run that was replaced; streamflow status names them). To complete them: "
+                f"luigi --module pipeline Month --as-of {as_of} --source {record.source}{flag}"
+            ) from None
+        done.append(as_of)
     return later
+
+
+def _confirmed_when_published(settings: Settings, record: runs.RunRecord) -> bool:
+    """A --full-dump month whose manifest predates ``confirm_deletions``: it was confirmed if it deleted
+    more users than max_delete_ratio allows (it could not have been published otherwise)."""
+    users = record.tables.get(load_schema().root.name, {})
+    before = sum(users.get(k, 0) for k in ("updated", "unchanged", "carried", "deleted"))
+    return record.full_dump and before > 0 and users.get("deleted", 0) / before > settings.max_delete_ratio
+
+
+def _stage_from_raw(settings: Settings, plan: MonthPlan, record: runs.RunRecord, schema: Schema) -> None:
+    """A published month's staged tables from its typed drops in ``<lake>/raw``, merged on its previous month."""
+    for table in schema.table_names:
+        stage_dir = plan.stage_dir(table)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plan.lake.raw(table, plan.as_of) / "data.parquet", stage_dir / "data.parquet")
+        lakefs.write_text_atomic(
+            stage_dir / "result.json",
+            StageResult(
+                table=table,
+                source=SourceFile(**record.files[table].to_json()),
+                rows=record.files[table].rows,
+                rejected=record.rejects.get(table, 0),
+                missing_columns=record.missing_columns.get(table, []),
+            ).to_json(),
+        )
+        merge_one(settings, plan, table, schema)

@@ -14,6 +14,7 @@ The verdict is the same as one scan of everything: the month passes only if ever
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
@@ -24,10 +25,12 @@ from datetime import date
 from pathlib import Path
 from types import TracebackType
 
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pipeline.errors import PostgresUnavailableError, QualityGateError
-from pipeline.pg.connect import describe
+from pipeline.pg.connect import connect, describe
 from pipeline.schema import PROJECT_ROOT, Schema, Table
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 CHECKS_DIR = PROJECT_ROOT / "checks"
 SODA_CONFIG = CHECKS_DIR / "soda_config.yml"
 DATA_SOURCE = "staging"
+
+
+VOLUME_TABLE = "drop_volume"  # built per run in the staging schema (sql/pipeline_tables.sql)
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,7 @@ class Gate:
         logging.getLogger("soda").setLevel(logging.WARNING)
         self._scan = functools.partial(_scan, dsn, staging_schema, as_of, variables)
         self._dsn, self._as_of = dsn, as_of
+        self._staging, self._variables = staging_schema, variables
         self._schema = schema
         self._files = check_files(schema, checks_dir)
         self._started = time.perf_counter()
@@ -332,7 +339,8 @@ class Gate:
         if sodacl:
             scans.append(self._pool.submit(self._timed, sodacl))
         outcomes = [scan.result() for scan in scans]
-        report = GateReport([c for results, _ in outcomes for c in results], round(sum(s for _, s in outcomes), 3))
+        checks = [self._explained(c) for results, _ in outcomes for c in results]
+        report = GateReport(checks, round(sum(s for _, s in outcomes), 3))
         for check in report.warned:
             log.warning("check warned: %s", check.describe())
         log.info(
@@ -344,6 +352,31 @@ class Gate:
             time.perf_counter() - self._started,
         )
         return report
+
+    def _explained(self, check: CheckResult) -> CheckResult:
+        """A failed volume check says which drops, their two row counts and the change, not "N rows broke
+        it" (issue #15.4): drop_volume's rows are the tables."""
+        if check.table != VOLUME_TABLE or check.outcome not in ("fail", "warn"):
+            return check
+        ratio = float(self._variables.get("VOLUME_RATIO", "0.5"))
+        try:
+            with connect(self._dsn) as conn:
+                rows = conn.execute(
+                    sql.SQL(
+                        "SELECT table_name, drop_rows, previous_drop_rows FROM {} WHERE previous_drop_rows > 0 "
+                        "AND abs(drop_rows - previous_drop_rows) > %s * previous_drop_rows ORDER BY table_name"
+                    ).format(sql.Identifier(self._staging, VOLUME_TABLE)),
+                    [ratio],
+                ).fetchall()
+        except (PostgresUnavailableError, psycopg.Error):
+            return check  # the count alone, then
+        if not rows:
+            return check
+        parts = [
+            f"{table}.csv has {new} rows, the previous drop {old} ({100 * (new - old) / old:+.1f}%)"
+            for table, new, old in rows
+        ]
+        return dataclasses.replace(check, value=f"{'; '.join(parts)}; allowed: ±{100 * ratio:g}%")
 
     def _timed(self, sodacl: list[tuple[str, str]]) -> tuple[list[CheckResult], float]:
         started = time.perf_counter()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from pipeline import lakefs
+from pipeline.errors import LakeStateError
 from pipeline.schema import Schema, load_schema, parse_schema, schema_file
 
 if TYPE_CHECKING:  # only for build()'s arguments; none of them imports this module
@@ -216,6 +217,7 @@ _KEYS = (
     "replaced",
     "live_updated",
     "recorded_at",
+    "confirm_deletions",
 )
 
 
@@ -247,6 +249,9 @@ class RunRecord:
     replaced: list[ReplacedRun] = field(default_factory=list)  # the runs a correction replaced, oldest first
     live_updated: bool | None = None  # whether the publish upserted the live tables (published runs)
     recorded_at: datetime | None = None  # when a failed attempt was recorded (attempts only)
+    # a --full-dump month published with --confirm-deletions: a correction of an earlier month recomputes
+    # it with the same confirmation (issue #15.1)
+    confirm_deletions: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     # --- building -----------------------------------------------------------------------------------
@@ -385,6 +390,7 @@ class RunRecord:
             replaced=[ReplacedRun.from_json(r) for r in data.get("replaced") or []],
             live_updated=data.get("live_updated"),
             recorded_at=_datetime(data.get("recorded_at")),
+            confirm_deletions=bool(data.get("confirm_deletions", False)),
             extra={k: v for k, v in data.items() if k not in _KEYS},
         )
 
@@ -419,6 +425,8 @@ class RunRecord:
             out["live_updated"] = self.live_updated
         if self.recorded_at is not None:
             out["recorded_at"] = self.recorded_at.isoformat()
+        if self.confirm_deletions:
+            out["confirm_deletions"] = True
         return out
 
     def dumps(self) -> str:
@@ -426,7 +434,14 @@ class RunRecord:
 
     @classmethod
     def read(cls, path: Path) -> RunRecord:
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise LakeStateError(
+                f"{path} is not a run record the pipeline can read ({type(error).__name__}: {error}); it was "
+                f"edited or truncated by hand? Restore it from a backup (PostgreSQL's pipeline_runs "
+                f"holds the same run); nothing was run"
+            ) from None
 
 
 # --- the lake's run records ---------------------------------------------------------------------

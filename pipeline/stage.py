@@ -98,13 +98,18 @@ class StageResult:
 # --- the drop folder -------------------------------------------------------------------------
 
 
-def drop_file(drop_dir: Path, table: Table) -> Path:
-    """The file of ``table`` in a drop folder, checked: present, a regular file, inside the folder."""
+def check_drop_folder(drop_dir: Path) -> None:
+    """Refuse a drop folder that is not there (one message for the month, not one per table)."""
     if not drop_dir.is_dir():
         raise DropError(
             f"{drop_dir}: drop folder does not exist; pass --source DIR or map the as_of to a folder in "
             f"luigi.cfg [months]"
         )
+
+
+def drop_file(drop_dir: Path, table: Table) -> Path:
+    """The file of ``table`` in a drop folder, checked: present, a regular file, inside the folder."""
+    check_drop_folder(drop_dir)
     path = drop_dir / f"{table.name}.csv"
     if not path.exists() and not path.is_symlink():
         present = sorted(p.name for p in drop_dir.glob("*.csv"))

@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.embedded import data_dir, embedded_running
 from pipeline.errors import PostgresUnavailableError
 from pipeline.pg import connect as pg
 from pipeline.pg.tables import published_runs
@@ -36,6 +37,7 @@ class MonthStatus:
     disagreement: str | None = None  # why not, in words
     contract_sha256: str | None = None  # of the sql/schema.sql it was published under (None: not recorded)
     contract_change: str | None = None  # how the contract differs from the previous published month's
+    stale: str | None = None  # built on a run of its previous month that is no longer published (issue #15.1)
 
     @property
     def users_changes(self) -> dict[str, int]:
@@ -92,6 +94,14 @@ def lake_side(lake_root: Path) -> dict[date, MonthStatus]:
             contract_sha256=r.contract.sha256 if r.contract and month.published else None,
         )
         if month.published:
+            before = months.get(r.previous_as_of) if r.previous_as_of else None
+            if before is not None and before.status == Status.PUBLISHED and before.run_id != r.previous_run_id:
+                months[as_of].stale = (
+                    f"the lake's month is built on run {r.previous_run_id} of {r.previous_as_of}, which was replaced "
+                    f"(now run {before.run_id}): run `luigi --module pipeline Month --as-of {as_of} --source "
+                    f"{r.source}` (add --confirm-deletions for a --full-dump month that needs it): it recomputes "
+                    f"the month and the months after it"
+                )
             if r.contract and previous and previous.sha256 != r.contract.sha256:
                 months[as_of].contract_change = r.contract.changes_since(previous)
             previous = r.contract  # a month without a recorded contract is compared with nothing
@@ -106,7 +116,13 @@ def compare(months: dict[date, MonthStatus], runs: dict[date, dict]) -> list[Mon
         months[as_of].postgres_run_id = row["run_id"]
     for m in months.values():
         published = m.status == Status.PUBLISHED
-        if published and m.postgres_run_id == m.run_id:
+        repair = (
+            f". Run `luigi --module pipeline Month --as-of {m.as_of}` again: it completes the month "
+            f"(add --source DIR when luigi.cfg [months] does not name its drop)"
+        )
+        if published and m.postgres_run_id == m.run_id and m.stale:
+            m.agrees, m.disagreement = False, m.stale
+        elif published and m.postgres_run_id == m.run_id:
             m.agrees = True
         elif published and m.postgres_run_id is None:
             m.agrees, m.disagreement = (
@@ -123,12 +139,13 @@ def compare(months: dict[date, MonthStatus], runs: dict[date, dict]) -> list[Mon
         elif m.status == "missing":
             m.agrees, m.disagreement = (
                 False,
-                (f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; the lake has no record of this month"),
+                f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; the lake has no record of this month "
+                f"(a lake write that failed after PostgreSQL committed?){repair}",
             )
         else:
             m.agrees, m.disagreement = (
                 False,
-                (f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; the lake's month is {m.status}"),
+                f"PostgreSQL's pipeline_runs holds run {m.postgres_run_id}; the lake's month is {m.status}{repair}",
             )
     return [months[d] for d in sorted(months)]
 
@@ -137,6 +154,15 @@ def status(settings: Settings) -> StatusReport:
     """The report; PostgreSQL being unavailable is part of it (``postgres_error``), not an exception."""
     months = lake_side(settings.lake_root)
     pg_schema = settings.postgres.schema
+    if not settings.postgres.dsn and not embedded_running(settings.lake_root):
+        # status only reads: it never starts the embedded server (issue #15.4)
+        report = StatusReport(Path(settings.lake_root), "embedded", pg_schema, [months[d] for d in sorted(months)])
+        report.postgres_error = (
+            f"the lake's embedded PostgreSQL ({data_dir(settings.lake_root)}) is not running (stopped with "
+            f"`streamflow stop-embedded`?); status does not start it. The next month run starts it "
+            f"(luigi --module pipeline Month --as-of D), or set POSTGRES_DSN to a server; the lake side is shown"
+        )
+        return report
     dsn = pg.resolve_dsn(settings.postgres, settings.lake_root)
     report = StatusReport(Path(settings.lake_root), pg.describe(dsn), pg_schema, [])
     try:

@@ -22,6 +22,7 @@ from pipeline.decide import Action, Decision
 from pipeline.errors import ConfigError, PipelineError, PublishedMonthError
 from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
+from pipeline.stage import check_drop_folder
 
 log = logging.getLogger("pipeline")
 
@@ -41,24 +42,67 @@ def configure_logging() -> None:
 
 
 class _PipelineErrorsWithoutTraceback(logging.Filter):
-    """A PipelineError is a message for the person running the month: show it, not a traceback."""
+    """A PipelineError is a message for the person running the month: show it, not a traceback. So is a
+    central scheduler that does not answer. ``--log-level DEBUG`` keeps every traceback."""
+
+    TRACEBACK = "Traceback (most recent call last):"
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
-            record.msg = f"{record.getMessage()}\n{record.exc_info[1]}"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-        elif isinstance(record.msg, str) and self.TRACEBACK in record.msg:
+        if logging.getLogger("luigi-interface").isEnabledFor(logging.DEBUG):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, PipelineError):
+            head = record.getMessage()
+            record.msg = str(error) if head == "Uncaught exception in luigi" else f"{head}\n{error}"
+            _without_traceback(record)
+        elif _scheduler_unreachable(error):
+            if "while scheduling" in str(record.msg):
+                return False  # the same failure is reported once, by the "Uncaught exception" record below
+            record.msg = SCHEDULER_UNREACHABLE.format(url=_scheduler_url(error))
+            _without_traceback(record, logging.ERROR)
+        elif isinstance(record.msg, str) and record.msg.startswith("Failed connecting to remote scheduler"):
+            record.msg = record.getMessage()  # luigi logs each retry with exc_info=True outside an exception
+            _without_traceback(record)
+        elif isinstance(record.msg, str) and self.TRACEBACK in record.getMessage():
             # Luigi logs an error raised by complete() or requires() as text with its traceback in it
-            head, _, trace = record.getMessage().partition(self.TRACEBACK)
+            trace = record.getMessage().partition(self.TRACEBACK)[2]
             last = trace.rstrip().rpartition("\n")[2]
             name, _, message = last.partition(": ")
             if name.startswith("pipeline.errors."):
-                record.msg, record.args = f"{head.rstrip()}\n{message}", ()
+                record.msg = message  # the one line: what, where, what to do
+                _without_traceback(record, logging.ERROR)
         return True
 
-    TRACEBACK = "Traceback (most recent call last):"
+
+SCHEDULER_UNREACHABLE = (
+    "the central scheduler at {url} does not answer (is luigid running?): start it (luigid --port 8082, or "
+    "docker compose up -d luigid), or run with the local scheduler (--local-scheduler, or leave out "
+    "--scheduler-host and LUIGI_CONFIG_PATH=luigi-central.cfg); nothing was run"
+)
+
+
+def _without_traceback(record: logging.LogRecord, level: int | None = None) -> None:
+    record.args, record.exc_info, record.exc_text = (), None, None
+    if level is not None:
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+
+
+def _scheduler_unreachable(error: BaseException | None) -> bool:
+    """A failure to reach luigid: luigi.rpc.RPCError, or the requests ConnectionError it wraps."""
+    import requests
+    from luigi.rpc import RPCError
+
+    return isinstance(error, RPCError | requests.exceptions.ConnectionError)
+
+
+def _scheduler_url(error: BaseException | None) -> str:
+    import re
+
+    found = re.search(r"remote scheduler '([^']+)'", str(error))
+    if found:
+        return found.group(1)
+    found = re.search(r"host='([^']+)', port=(\d+)", str(error))
+    return f"http://{found.group(1)}:{found.group(2)}" if found else "--scheduler-host"
 
 
 logging.getLogger("luigi-interface").addFilter(_PipelineErrorsWithoutTraceback())
@@ -213,7 +257,9 @@ class Month(_MonthParams):
 
     def requires(self) -> list[luigi.Task]:
         if not self.month_decision().runs:
-            return []  # published, or refused: run() only has to say so
+            return []  # published, refused, or only later months to recompute: run() does it
+        if not self.plan().source.is_dir():
+            return []  # run() says so once, rather than each table's stage step
         return [
             MergeTable(as_of=self.as_of, source=self.source, full_dump=self.full_dump, table=t)
             for t in load_schema().table_names
@@ -222,7 +268,10 @@ class Month(_MonthParams):
     def complete(self) -> bool:
         """Read-only: done when there is nothing to do and its published run left nothing behind (a
         run killed after its manifest leaves its work folder: run() removes it, under the month's lock)."""
-        if self.month_decision().action is not Action.NOTHING_TO_DO:
+        decision = self.month_decision()
+        if decision.notice:
+            log.warning("%s", decision.notice)
+        if decision.action is not Action.NOTHING_TO_DO:
             return False
         record = months.published_months(self.lake())[self.as_of]
         return not months.published_leftovers(self.lake(), self.as_of, record)
@@ -246,6 +295,10 @@ class Month(_MonthParams):
         options = publish.PublishOptions(
             confirm_deletions=self.confirm_deletions, replace=decision.action is Action.REPLACE
         )
+        if decision.action is Action.RECOMPUTE:
+            publish.recompute_later_months(self.settings(), self.as_of, options, months=decision.recompute)
+            return
+        check_drop_folder(self.plan().source)
         publish.publish_month(self.settings(), self.plan(), options)  # decides again, under the month's lock
         publish.recompute_later_months(self.settings(), self.as_of, options)
 

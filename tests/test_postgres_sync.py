@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 from datetime import date
@@ -204,7 +205,11 @@ def test_failing_rule_stops_the_month_and_changes_nothing(rule, settings, tmp_pa
     assert check in message and f"table {table}" in message
     if column:
         assert f"column {column}" in message
-    assert "1 row broke it" in message or "rows broke it" in message
+    if rule == "volume":  # the drops, their two row counts and the change (issue #15.4)
+        assert re.search(r"\w+\.csv has \d+ rows, the previous drop \d+ \([+-]\d+\.\d%\)", message), message
+        assert "allowed: ±50%" in message
+    else:
+        assert "1 row broke it" in message or "rows broke it" in message
     assert fingerprint(pg, pg_schema) == before_pg
     assert sorted(p.name for p in lake_root.glob("snapshots/*/*")) == before_lake
     assert not Lake(lake_root).manifest(FEB).exists()

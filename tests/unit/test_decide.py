@@ -63,6 +63,46 @@ def test_a_changed_drop_with_replace_replaces_and_recomputes_later_months():
     assert "labels.csv published aaaaaaaaaaaa, now bbbbbbbbbbbb" in decision.reason
 
 
+# --- issue #15: months left on a replaced run, and luigi.cfg naming the folder a correction replaced ---
+
+
+@pytest.mark.parametrize("changed", [{}, None])
+def test_months_built_on_a_replaced_run_are_recomputed_with_every_later_month(changed):
+    decision = decide(JAN, RECORD, changed, stale=[MAR], later=[JAN, FEB, MAR, date(2024, 4, 30)])
+    assert decision.action is Action.RECOMPUTE and not decision.runs
+    assert decision.recompute == (MAR, date(2024, 4, 30))
+    assert "month(s) 2024-03-31 still build on a run that was replaced" in decision.reason
+
+
+def test_a_stale_month_as_a_dependency_is_not_recomputed():
+    assert decide(FEB, RECORD, {}, stale=[FEB], as_dependency=True).action is Action.NOTHING_TO_DO
+
+
+def test_the_configured_folder_of_a_corrected_month_is_not_compared():
+    decision = decide(FEB, RECORD, CHANGED, source="/cfg/feb", configured=True, corrected_from="/fixed/feb")
+    assert decision.action is Action.NOTHING_TO_DO
+    assert (
+        decision.notice
+        == decision.reason
+        == (
+            "month 2024-02-29 is published from the correction in /fixed/feb (its run record says so); luigi.cfg "
+            "[months] still names /cfg/feb, which is not compared: set '2024-02-29 = /fixed/feb' in luigi.cfg [months]"
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"configured": False, "corrected_from": "/fixed/feb"},  # given with --source: compared
+        {"configured": True, "corrected_from": None},  # never corrected: the configured folder is its source
+        {"configured": True, "corrected_from": "/cfg/feb"},  # corrected from the configured folder itself
+    ],
+)
+def test_a_differing_drop_is_still_refused_unless_a_correction_came_from_elsewhere(kwargs):
+    assert decide(FEB, RECORD, CHANGED, source="/cfg/feb", **kwargs).action is Action.REFUSE
+
+
 def test_decisions_are_frozen():
     with pytest.raises(AttributeError):
         decide(FEB, None, None).action = Action.REFUSE  # type: ignore[misc]

@@ -323,3 +323,22 @@ def test_status_values_are_the_strings_in_the_manifests(status: Status):
 def test_checks_summary_round_trips():
     data = {"passed": 1, "warned": 0, "failed": 0, "checks": [{"name": "n", "outcome": "pass"}]}
     assert Checks.from_json(data).to_json() == data  # type: ignore[union-attr]
+
+
+# --- issue #15 ----------------------------------------------------------------------------------
+
+
+def test_a_confirmed_full_dump_keeps_its_confirmation_through_json():
+    record = RunRecord(as_of=date(2024, 5, 31), mode="full-dump", confirm_deletions=True)
+    assert record.to_json()["confirm_deletions"] is True
+    assert RunRecord.from_json(json.loads(record.dumps())).confirm_deletions is True
+    assert "confirm_deletions" not in RunRecord(as_of=date(2024, 5, 31)).to_json()  # older shape kept
+
+
+def test_an_unreadable_manifest_is_one_message_naming_the_file(tmp_path: Path):
+    from pipeline.errors import LakeStateError
+
+    path = tmp_path / "manifest.json"
+    path.write_text('{"as_of": "2024-01-31", "status": "publ')
+    with pytest.raises(LakeStateError, match=rf"{path} is not a run record the pipeline can read \(JSONDecodeError"):
+        RunRecord.read(path)
