@@ -939,3 +939,21 @@ if __name__ == "__main__":
     DOC.write_text(render_doc(), encoding="utf-8")
     README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
     print(f"wrote {os.path.relpath(DOC)} ({len(CASES)} cases)", file=sys.stderr)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (found by the property test): DuckDB's CSV reader, even in strict mode, drops one trailing "
+    "empty field, so a row with one field too many whose last field is empty is read as a whole row, its values "
+    "shifted; staging does not yet count fields itself",
+)
+def test_a_row_with_one_field_too_many_ending_empty_is_refused(settings, tmp_path: Path):
+    """Where values shift (a field inserted, the row's last field empty), the types may still all parse:
+    the property test found such a row published with its values in the wrong columns."""
+    drop = seed_copy(tmp_path / "drop")
+    path = drop / "users.csv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[5] = lines[5].rstrip("\n") + ",\n"  # one field too many, empty: a trailing comma on one row
+    path.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(RejectedRowsError):
+        run_month(settings, JAN, drop)

@@ -470,6 +470,11 @@ def corruption(draw, drop: Drop) -> str:
         del record[column]
     elif kind == "add field":
         record.insert(column, draw(ANY_TEXT))
+        if record[-1] == "":
+            # A row whose one extra field leaves it ending in an empty field is the known gap pinned by
+            # tests/test_bad_input.py::test_a_row_with_one_field_too_many_ending_empty_is_refused (DuckDB's
+            # reader drops a trailing empty field); the model would refuse it, the pipeline does not yet.
+            record[-1] = "x"
     elif kind == "key":
         keys = [r[csv_file.header.index("user_id")] for r in csv_file.records if r is not None]
         record[csv_file.header.index("user_id")] = draw(st.sampled_from(keys) | KEYS | ANY_TEXT)
