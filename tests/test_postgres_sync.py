@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -84,15 +84,17 @@ def test_live_tables_equal_the_latest_snapshot_row_for_row(published: Path, pg, 
 def test_snapshot_tables_hold_both_months_with_january_values(published: Path, pg, pg_schema: str):
     for table in SCHEMA.table_names:
         for as_of in (JAN, FEB):
-            rows = [
-                tuple(r[:-1])
-                for r in pg.execute(
-                    sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
-                        sql.Identifier(pg_schema, f"{table}_snapshots")
-                    ),
-                    [as_of],
-                ).fetchall()
-            ]
+            fetched = pg.execute(
+                sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
+                    sql.Identifier(pg_schema, f"{table}_snapshots")
+                ),
+                [as_of],
+            ).fetchall()
+            # the last two columns: as_of, then as_of_ts, the same day at 00:00 UTC (issue #16)
+            assert {(r[-2], r[-1]) for r in fetched} == {
+                (as_of, datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC))
+            }
+            rows = [tuple(r[:-2]) for r in fetched]
             assert rows == lake_rows(published, table, as_of), (table, as_of)
     profile = pg.execute(
         sql.SQL("SELECT count(*), count(DISTINCT as_of) FROM {}").format(

@@ -165,7 +165,7 @@ def _sync_snapshot(conn: psycopg.Connection, table: Table, pg_schema: str, stage
             )
         )
         return rows
-    names = [*table.column_names, ddl.AS_OF]
+    names = [*table.column_names, ddl.AS_OF, ddl.AS_OF_TS]
     staged = ident(stage, partition)
     source = sql.SQL("SELECT {} FROM {}").format(column_list(names), staged)
     written = conn.execute(upsert_sql(target, names, [table.key, ddl.AS_OF], source)).rowcount
