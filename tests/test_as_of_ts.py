@@ -39,6 +39,12 @@ def test_snapshot_tables_made_before_as_of_ts_get_it_filled_for_old_months_on_th
     for table in SCHEMA.table_names:
         assert as_of_pairs(pg, pg_schema, table) == {(JAN, midnight_utc(JAN)), (FEB, midnight_utc(FEB))}, table
     assert filenodes(pg, pg_schema) == files, "January's partitions were rewritten"
+    defaults = pg.execute(
+        "SELECT count(*) FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname LIKE %s",
+        [pg_schema, "%_snapshots_%"],
+    ).fetchone()
+    assert defaults == (0,), "a published partition keeps no default"
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute(
             sql.SQL("UPDATE {} SET as_of_ts = as_of_ts + interval '5 hours'").format(

@@ -367,7 +367,8 @@ def test_postgres_refusing_the_data_rolls_back_with_one_clear_line(settings, pg,
 
 def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: Path, pg, pg_schema: str):
     """The month's partition is loaded and keyed in staging, then moved and attached: afterwards it is an
-    ordinary partition (its primary key attached to the parent's, no staging default or CHECK left), and
+    ordinary partition (its primary key attached to the parent's, the parent's CHECK on as_of_ts, no
+    staging default or CHECK left), and
     no staging schema or scratch table remains."""
     for table in SCHEMA.table_names:
         parent = f'"{pg_schema}"."{table}_snapshots"'
@@ -382,11 +383,15 @@ def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: P
         for name, _ in partitions:
             part = f'"{pg_schema}"."{name}"'
             constraints = pg.execute(
-                "SELECT contype, pg_get_constraintdef(oid), conparentid <> 0 FROM pg_constraint "
-                "WHERE conrelid = %s::regclass",
+                "SELECT contype, pg_get_constraintdef(oid), conparentid <> 0 OR NOT conislocal FROM pg_constraint "
+                "WHERE conrelid = %s::regclass ORDER BY contype DESC",
                 [part],
             ).fetchall()
-            assert constraints == [("p", "PRIMARY KEY (user_id, as_of)", True)], (name, constraints)
+            assert constraints == [
+                ("p", "PRIMARY KEY (user_id, as_of)", True),
+                # the parent's, which ATTACH requires of a partition (issue #16)
+                ("c", "CHECK ((as_of_ts = ((as_of)::timestamp without time zone AT TIME ZONE 'UTC'::text)))", True),
+            ], (name, constraints)
             defaults = pg.execute("SELECT count(*) FROM pg_attrdef WHERE adrelid = %s::regclass", [part]).fetchone()[0]
             assert defaults == 0, name
     leftovers = pg.execute(

@@ -112,7 +112,8 @@ def _migrate_as_of_ts(conn: psycopg.Connection, schema: Schema, pg_schema: str) 
     """Snapshot tables made before ``as_of_ts`` existed (issue #16) get it, and every month's partition
     its value, without rewriting a row: each partition is detached, given the column as a per-partition
     constant default (kept in the catalog: :func:`pipeline.ddl.partition_as_of_ts`) and its CHECK (one
-    read), and attached again once the table has the column (one read, for the partition bound). All
+    read), attached again once the table has the column (one read, for the partition bound), and its
+    default dropped (the rows keep their value, as a new month's do). All
     in the caller's transaction, under the table's exclusive lock (the publish's lock_timeout applies)."""
     rows = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -148,6 +149,12 @@ def _migrate_as_of_ts(conn: psycopg.Connection, schema: Schema, pg_schema: str) 
             conn.execute(
                 sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
                     ident(pg_schema, parent), ident(pg_schema, name), sql.Literal(as_of)
+                )
+            )
+            # as a published month's partition: no default (its rows keep the value, stored in the catalog)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(
+                    ident(pg_schema, name), ident(ddl.AS_OF_TS)
                 )
             )
 
