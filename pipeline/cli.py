@@ -5,6 +5,7 @@
     streamflow shell                     an interactive DuckDB session over the same views
     streamflow stop-embedded             stop the embedded PostgreSQL of the lake
     streamflow unpublish --as-of D [--yes]   take back the latest published month (lake and PostgreSQL)
+    streamflow feast-repo DIR            write a Feast feature repository over the snapshot tables
 
 Months are run with Luigi (``luigi --module pipeline Month --as-of …``), not from here.
 A :class:`~pipeline.errors.PipelineError` is printed as one line ``error: …`` and exits with 2.
@@ -339,6 +340,16 @@ def cmd_unpublish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feast_repo(args: argparse.Namespace) -> int:
+    from pipeline import feast_repo
+
+    written = feast_repo.write_repo(Path(args.directory))
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: cd {args.directory} && feast apply   (README, section Feast)")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -405,6 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
     take_back.add_argument("--as-of", required=True, type=_as_of, metavar="YYYY-MM-DD", help="the month")
     take_back.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     take_back.set_defaults(func=cmd_unpublish)
+    feast = commands.add_parser(
+        "feast-repo",
+        help="write a Feast feature repository over the snapshot tables",
+        description="Write feature_store.yaml (Feast's PostgreSQL offline store, connected with POSTGRES_DSN or "
+        "POSTGRES_*; the password is read from $POSTGRES_PASSWORD when feast runs, never written) and "
+        "streamflow_features.py (entity user, one feature view per table over <table>_snapshots at as_of_ts, "
+        "feature service training_set), generated from sql/schema.sql. Then: cd DIR && feast apply",
+    )
+    feast.add_argument(
+        "directory", metavar="DIR", help="the repository folder (made if missing; its two files rewritten)"
+    )
+    feast.set_defaults(func=cmd_feast_repo)
     return parser
 
 

@@ -3,8 +3,9 @@
     training_set("2024-01-31")                                # labels of D itself
     training_set("2024-01-31", label_as_of="2024-02-29")      # features at D, churn as known at L
 
-One row per user in the users snapshot of D (ordered by user_id); every column of the users snapshot
-and every value column of the other tables from their snapshot of D (LEFT JOIN: a user a table has no
+One row per user in the users snapshot of D (ordered by user_id); the key, then ``as_of`` (D) and
+``label_as_of`` (L, or D), so that a file of the set says which month it is; every other column of
+the users snapshot and every value column of the other tables from their snapshot of D (LEFT JOIN: a user a table has no
 row for gets NULLs there); then the label columns from the labels snapshot of D, or of L when given.
 With ``label_as_of``, a user of D without a labels row at L (e.g. deleted by a --full-dump month) keeps
 its row with a NULL label: rows stay "every user known at D", and the model trainer decides whether
@@ -21,12 +22,14 @@ from (DuckDB takes it from the ``as_of=…`` folder of the file); the set is ref
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import luigi
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import duck, lakefs
@@ -39,6 +42,10 @@ from pipeline.runs import RunStore, versions
 from pipeline.schema import Schema, Table, load_schema
 
 LABEL_TABLE = "labels"  # its value columns are the labels; every other table's are features
+AS_OF_COLUMN = "as_of"  # the month of the features, a column of every row (after the key)
+LABEL_AS_OF_COLUMN = "label_as_of"  # the month of the label
+NUMERIC_CHOICES = ("float", "decimal")
+log = logging.getLogger("pipeline.training")
 SOURCE_PREFIX = "__source_as_of_"
 MISSING_LABEL_POLICY = "kept with a NULL label"
 
@@ -175,7 +182,16 @@ def assemble(sources: TrainingSources, settings: Settings | None = None, schema:
     metadata = {
         "streamflow": json.dumps({"as_of": sources.as_of.isoformat(), "label_as_of": sources.label_as_of.isoformat()})
     }
-    return table.cast(pa.schema(fields, metadata=metadata))
+    table = table.cast(pa.schema(fields, metadata=metadata))
+    clash = {AS_OF_COLUMN, LABEL_AS_OF_COLUMN} & set(table.column_names)
+    if clash:
+        raise ConfigError(f"sql/schema.sql declares {sorted(clash)}, a name the training set gives its month columns")
+    for position, (name, month) in enumerate(
+        ((AS_OF_COLUMN, sources.as_of), (LABEL_AS_OF_COLUMN, sources.label_as_of)), start=1
+    ):
+        values = pa.repeat(pa.scalar(month, pa.date32()), table.num_rows)
+        table = table.add_column(position, pa.field(name, pa.date32(), nullable=False), values)
+    return table
 
 
 def _reader(table: Table, path: Path | None) -> str:
@@ -219,8 +235,20 @@ def training_set(
     return assemble(plan_sources(root, as_of, label_as_of), settings)
 
 
-def training_frame(as_of: date | str, label_as_of: date | str | None = None, lake_root: str | Path | None = None):  # noqa: ANN201 - pandas.DataFrame, an optional dependency
-    """:func:`training_set` as a pandas DataFrame (NUMERIC columns hold exact ``decimal.Decimal``)."""
+def training_frame(  # noqa: ANN201 - pandas.DataFrame, an optional dependency
+    as_of: date | str,
+    label_as_of: date | str | None = None,
+    lake_root: str | Path | None = None,
+    numeric: str = "float",
+):
+    """:func:`training_set` as a pandas DataFrame, for model code.
+
+    ``numeric="float"`` (the default): NUMERIC columns are ``float64``, each the double nearest the exact
+    value (through its decimal text, never through a binary intermediate); ``numeric="decimal"``: exact
+    ``decimal.Decimal`` objects (an ``object`` column). DATE columns (``as_of``, ``label_as_of`` too) are
+    ``datetime64``; NULL is NaN / NaT / None as pandas has it."""
+    if numeric not in NUMERIC_CHOICES:
+        raise ConfigError(f"training_frame: numeric={numeric!r}; choose one of {', '.join(map(repr, NUMERIC_CHOICES))}")
     try:
         import pandas  # noqa: F401
     except ImportError:
@@ -228,7 +256,21 @@ def training_frame(as_of: date | str, label_as_of: date | str | None = None, lak
             "training_frame needs pandas, which is not installed: pip install pandas "
             "(or use pipeline.training.training_set for a pyarrow Table)"
         ) from None
-    return training_set(as_of, label_as_of, lake_root).to_pandas()
+    table = training_set(as_of, label_as_of, lake_root)
+    if numeric == "float":
+        table = as_floats(table)
+    return table.to_pandas(date_as_object=False)
+
+
+def as_floats(table: pa.Table) -> pa.Table:
+    """Every decimal column as float64, each value the nearest double to the exact decimal: its text is
+    parsed (correctly rounded), where Arrow's decimal-to-float cast divides in binary and may land one
+    ulp away."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal(field.type):
+            text = pc.cast(table.column(i), pa.string())
+            table = table.set_column(i, pa.field(field.name, pa.float64(), field.nullable), pc.cast(text, pa.float64()))
+    return table
 
 
 # --- the lake's copy ----------------------------------------------------------------------------
@@ -262,7 +304,9 @@ def write_training_set(
         "missing_label": MISSING_LABEL_POLICY,
         "key": schema.root.key,
         "label_columns": labels,
-        "feature_columns": [f.name for f in table.schema if f.name not in (*labels, schema.root.key)],
+        "feature_columns": [
+            f.name for f in table.schema if f.name not in (*labels, schema.root.key, AS_OF_COLUMN, LABEL_AS_OF_COLUMN)
+        ],
         "sources": {
             t: {
                 "as_of": sources.expected(t).isoformat(),
@@ -286,6 +330,13 @@ def write_training_set(
         with lakefs.atomic_file(dest / "data.parquet") as tmp:
             pq.write_table(table, tmp)
         lakefs.write_text_atomic(dest / "metadata.json", text)
+    log.info(
+        "training set as_of %s, labels of %s: %d rows written to %s",
+        sources.as_of,
+        sources.label_as_of,
+        table.num_rows,
+        dest / "data.parquet",
+    )
     return dest
 
 

@@ -15,3 +15,10 @@ $$;
 GRANT USAGE ON SCHEMA public TO streamflow_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO streamflow_reader;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO streamflow_reader;
+
+-- Feast (streamflow feast-repo): its PostgreSQL offline store reads a DataFrame of entity rows from a
+-- table it creates for the query and drops after it. That table goes into this schema of its own
+-- (feature_store.yaml's db_schema), the only place streamflow_reader may create anything; the contract's
+-- tables stay read-only. An entity frame given as SQL needs not even this (entity_select_mode: embed_query).
+CREATE SCHEMA IF NOT EXISTS streamflow_feast;
+GRANT USAGE, CREATE ON SCHEMA streamflow_feast TO streamflow_reader;

@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import threading
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -78,15 +78,17 @@ def test_live_tables_equal_the_latest_snapshot_row_for_row(published: PublishedL
 def test_snapshot_tables_hold_both_months_with_january_values(published: PublishedLake, pg):
     for table in SCHEMA.table_names:
         for as_of in (JAN, FEB):
-            rows = [
-                tuple(r[:-1])
-                for r in pg.execute(
-                    sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
-                        sql.Identifier(published.pg_schema, f"{table}_snapshots")
-                    ),
-                    [as_of],
-                ).fetchall()
-            ]
+            fetched = pg.execute(
+                sql.SQL("SELECT * FROM {} WHERE as_of = %s ORDER BY 1").format(
+                    sql.Identifier(published.pg_schema, f"{table}_snapshots")
+                ),
+                [as_of],
+            ).fetchall()
+            # the last two columns: as_of, then as_of_ts, the same day at 00:00 UTC (issue #16)
+            assert {(r[-2], r[-1]) for r in fetched} == {
+                (as_of, datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC))
+            }
+            rows = [tuple(r[:-2]) for r in fetched]
             assert rows == lake_rows(published.root, table, as_of), (table, as_of)
     profile = pg.execute(
         sql.SQL("SELECT count(*), count(DISTINCT as_of) FROM {}").format(
@@ -364,7 +366,8 @@ def test_postgres_refusing_the_data_rolls_back_with_one_clear_line(settings, pg,
 
 def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: PublishedLake, pg):
     """The month's partition is loaded and keyed in staging, then moved and attached: afterwards it is an
-    ordinary partition (its primary key attached to the parent's, no staging default or CHECK left), and
+    ordinary partition (its primary key attached to the parent's, the parent's CHECK on as_of_ts, no
+    staging default or CHECK left), and
     no staging schema or scratch table remains."""
     for table in SCHEMA.table_names:
         parent = f'"{published.pg_schema}"."{table}_snapshots"'
@@ -379,11 +382,15 @@ def test_each_month_is_one_attached_partition_keyed_like_its_parent(published: P
         for name, _ in partitions:
             part = f'"{published.pg_schema}"."{name}"'
             constraints = pg.execute(
-                "SELECT contype, pg_get_constraintdef(oid), conparentid <> 0 FROM pg_constraint "
-                "WHERE conrelid = %s::regclass",
+                "SELECT contype, pg_get_constraintdef(oid), conparentid <> 0 OR NOT conislocal FROM pg_constraint "
+                "WHERE conrelid = %s::regclass ORDER BY contype DESC",
                 [part],
             ).fetchall()
-            assert constraints == [("p", "PRIMARY KEY (user_id, as_of)", True)], (name, constraints)
+            assert constraints == [
+                ("p", "PRIMARY KEY (user_id, as_of)", True),
+                # the parent's, which ATTACH requires of a partition (issue #16)
+                ("c", "CHECK ((as_of_ts = ((as_of)::timestamp without time zone AT TIME ZONE 'UTC'::text)))", True),
+            ], (name, constraints)
             defaults = pg.execute("SELECT count(*) FROM pg_attrdef WHERE adrelid = %s::regclass", [part]).fetchone()[0]
             assert defaults == 0, name
     leftovers = pg.execute(

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -59,12 +60,14 @@ def test_one_row_per_user_known_at_as_of_with_every_feature_and_the_label(publis
     ).fetchall()
     assert january.column(KEY).to_pylist() == [u[0] for u in users]
     expected = (
-        [c.name for c in SCHEMA.root.columns]
+        [KEY, "as_of", "label_as_of"]
+        + [c.name for c in SCHEMA.root.value_columns]
         + [c.name for t in FEATURE_TABLES for c in t.value_columns]
         + [c.name for c in SCHEMA.table(LABEL_TABLE).value_columns]
     )
     assert january.column_names == expected
     assert january.schema.field("watch_hours_30d").type == pa.decimal128(38, 10)
+    assert set(january.column("as_of").to_pylist()) == set(january.column("label_as_of").to_pylist()) == {JAN}
     assert json.loads(january.schema.metadata[b"streamflow"]) == {
         "as_of": "2024-01-31",
         "label_as_of": "2024-01-31",
@@ -103,7 +106,7 @@ def test_the_leakage_check_refuses_a_feature_from_a_later_snapshot(published: Pu
 
 def test_label_as_of_takes_the_labels_of_the_later_month(published: PublishedLake, january):
     later = training_set(JAN, label_as_of=FEB, lake_root=published.root)
-    features = [n for n in january.column_names if n not in ("churn_label",)]
+    features = [n for n in january.column_names if n not in ("churn_label", "label_as_of")]
     assert later.select(features).equals(january.select(features)), "features still from January"
     con = duckdb.connect()
     con.register("training", later)
@@ -111,6 +114,7 @@ def test_label_as_of_takes_the_labels_of_the_later_month(published: PublishedLak
     differ_from_jan, compared = compare(con, published.root, LABEL_TABLE, JAN)
     assert 0 < differ_from_jan < compared, "the seed's February relabels some users"
     assert json.loads(later.schema.metadata[b"streamflow"])["label_as_of"] == "2024-02-29"
+    assert set(later.column("label_as_of").to_pylist()) == {FEB} and set(later.column("as_of").to_pylist()) == {JAN}
 
 
 @pytest.mark.parametrize(
@@ -134,11 +138,46 @@ def test_bad_months_are_refused_with_a_message(published: PublishedLake, as_of, 
     assert str(raised.value).startswith(message)
 
 
-def test_training_frame_is_the_same_set_as_a_dataframe(published: PublishedLake, january):
+def test_training_frame_with_exact_decimals_is_the_same_set_as_a_dataframe(published: PublishedLake, january):
     pytest.importorskip("pandas")
-    frame = training_frame("2024-01-31", lake_root=published.root)
+    frame = training_frame("2024-01-31", lake_root=published.root, numeric="decimal")
     assert list(frame.columns) == january.column_names and len(frame) == january.num_rows
-    assert frame.to_dict("records")[:50] == january.slice(0, 50).to_pylist()
+    records = frame.to_dict("records")[:50]
+    expected = january.slice(0, 50).to_pylist()
+    dates = [f.name for f in january.schema if pa.types.is_date(f.type)]
+    for row in records:  # dates are datetime64 in the frame: compare them as dates
+        row.update({d: None if row[d] is None or row[d] != row[d] else row[d].date() for d in dates})
+    assert records == expected
+
+
+def test_training_frame_dtypes_floats_by_default_exact_decimals_on_request_dates_as_datetime64(
+    published: PublishedLake, january
+):
+    """Issue #16: model code gets float64, not Decimal objects; dates are datetime64, not objects."""
+    pd = pytest.importorskip("pandas")
+    numeric = [f.name for f in january.schema if pa.types.is_decimal(f.type)]
+    dates = [f.name for f in january.schema if pa.types.is_date(f.type)]
+    assert numeric and set(dates) >= {"as_of", "label_as_of", "signup_date"}
+    floats = training_frame(JAN, lake_root=published.root)
+    exact = training_frame(JAN, lake_root=published.root, numeric="decimal")
+    for name in numeric:
+        assert floats[name].dtype == "float64", name
+        assert exact[name].dtype == object, name
+        values = january.column(name).to_pylist()
+        assert isinstance(exact[name].dropna().iloc[0], Decimal), name
+        # each float is the double nearest the exact decimal, not one ulp away
+        assert [None if v != v else v for v in floats[name].tolist()] == [
+            None if v is None else float(v) for v in values
+        ], name
+    for frame in (floats, exact):
+        for name in dates:
+            assert pd.api.types.is_datetime64_dtype(frame[name]), (name, frame[name].dtype)
+        assert (frame["as_of"] == pd.Timestamp(JAN)).all() and (frame["label_as_of"] == pd.Timestamp(JAN)).all()
+
+
+def test_training_frame_refuses_an_unknown_numeric_choice(published: PublishedLake):
+    with pytest.raises(ConfigError, match="numeric='double'; choose one of 'float', 'decimal'"):
+        training_frame(JAN, lake_root=published.root, numeric="double")
 
 
 def test_training_frame_without_pandas_says_how_to_get_it(published: PublishedLake, monkeypatch):
@@ -160,6 +199,9 @@ def test_training_set_task_writes_data_and_metadata(published_copy: PublishedLak
     assert written.equals(training_set(JAN, FEB, lake_root=published_copy.root))
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["rows"] == written.num_rows and meta["rows_without_label"] == 0
+    assert not {"as_of", "label_as_of"} & set(meta["feature_columns"])
+    # the task says where it wrote and how many rows (issue #16)
+    assert f"{written.num_rows} rows written to {folder / 'data.parquet'}" in result.stderr
     assert {t: s["as_of"] for t, s in meta["sources"].items()} == {
         t: ("2024-02-29" if t == LABEL_TABLE else "2024-01-31") for t in SCHEMA.table_names
     }

@@ -66,8 +66,9 @@ def _load_table(dsn: str, exports: CsvExports, table: Table, stage: str, as_of: 
     """One table into staging, on its own connection; returns the snapshot's rows.
 
     - ``<table>_snapshots_<yyyymmdd>``: the month's partition, COPYed (FREEZE: the rows are born frozen,
-      so no later pass rewrites pages to set hint bits), then keyed on (key, as_of): the key build is also
-      where a repeated key would be refused;
+      so no later pass rewrites pages to set hint bits), given ``as_of_ts`` (a default kept in the catalog,
+      not in the rows: :func:`pipeline.ddl.partition_as_of_ts`), then keyed on (key, as_of): the key
+      build is also where a repeated key would be refused;
     - ``<table>``: a view of the declared columns over it, which the checks read.
 
     No ANALYZE: the checks' joins get the same plan from the table's size alone, and autovacuum gathers
@@ -80,6 +81,7 @@ def _load_table(dsn: str, exports: CsvExports, table: Table, stage: str, as_of: 
         with conn.transaction():
             conn.execute(ddl.staged_partition(table, stage, as_of))
             rows = copy_csv(conn, path, partition, table.column_names, freeze=True)
+            conn.execute(ddl.partition_as_of_ts(table, stage, as_of))
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(partition, ident(table.key), ident(ddl.AS_OF))
         )

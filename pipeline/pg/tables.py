@@ -30,6 +30,7 @@ def ensure_tables(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> N
         _migrate_collations(conn, schema, pg_schema)
         for statement in ddl.all_tables(schema, pg_schema):
             conn.execute(statement)  # built by sqlglot from sql/schema.sql
+        _migrate_as_of_ts(conn, schema, pg_schema)
         for statement in pipeline_tables.runs_table(pg_schema):  # from sql/pipeline_tables.sql
             conn.execute(statement)
         _ensure_view(conn, ddl.PROFILE_VIEW, ddl.profile_view(schema, pg_schema), pg_schema)
@@ -93,6 +94,65 @@ def _migrate_collations(conn: psycopg.Connection, schema: Schema, pg_schema: str
         )
 
 
+def _migrate_as_of_ts(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> None:
+    """Snapshot tables made before ``as_of_ts`` existed (issue #16) get it, and every month's partition
+    its value, without rewriting a row: each partition is detached, given the column as a per-partition
+    constant default (kept in the catalog: :func:`pipeline.ddl.partition_as_of_ts`) and its CHECK (one
+    read), attached again once the table has the column (one read, for the partition bound), and its
+    default dropped (the rows keep their value, as a new month's do). All
+    in the caller's transaction, under the table's exclusive lock (the publish's lock_timeout applies)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind = 'p' AND NOT EXISTS (SELECT 1 FROM pg_attribute a "
+        "WHERE a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped)",
+        [pg_schema, ddl.AS_OF_TS],
+    ).fetchall()
+    lacking = {r[0] for r in rows}
+    for table in schema.tables:
+        parent = table.name + ddl.SNAPSHOT_SUFFIX
+        if parent not in lacking:
+            continue
+        partitions = conn.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s) ORDER BY 1",
+            [regclass(pg_schema, parent)],
+        ).fetchall()
+        log.warning(
+            "%s.%s: adding %s (as_of 00:00 UTC) to its %d month(s)", pg_schema, parent, ddl.AS_OF_TS, len(partitions)
+        )
+        months = []
+        for name, bound in partitions:
+            as_of = _partition_month(name, bound)
+            if ddl.partition_name(table, as_of) != name:
+                raise ValueError(f"{pg_schema}.{name}: a partition of {parent} not named for its month {as_of}")
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(ident(pg_schema, parent), ident(pg_schema, name))
+            )
+            conn.execute(ddl.partition_as_of_ts(table, pg_schema, as_of))
+            months.append((name, as_of))
+        conn.execute(ddl.add_as_of_ts(table, pg_schema))
+        for name, as_of in months:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                    ident(pg_schema, parent), ident(pg_schema, name), sql.Literal(as_of)
+                )
+            )
+            # as a published month's partition: no default (its rows keep the value, stored in the catalog)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(
+                    ident(pg_schema, name), ident(ddl.AS_OF_TS)
+                )
+            )
+
+
+def _partition_month(name: str, bound: str) -> date:
+    """The as_of of a partition from its bound, ``FOR VALUES IN ('2024-01-31')``."""
+    found = re.fullmatch(r"FOR VALUES IN \('(\d{4}-\d{2}-\d{2})'\)", bound)
+    if found is None:
+        raise ValueError(f"partition {name} has the bound {bound!r}, not one as_of date")
+    return date.fromisoformat(found.group(1))
+
+
 def published_runs(conn: psycopg.Connection, pg_schema: str) -> dict[date, dict]:
     """as_of -> pipeline_runs row (as a dict) of every published month, or {} when none exist yet."""
     if conn.execute("SELECT to_regclass(%s)", [regclass(pg_schema, RUNS_TABLE)]).fetchone()[0] is None:  # type: ignore[index]
@@ -152,7 +212,7 @@ def migrate(conn: psycopg.Connection, schema: Schema, pg_schema: str) -> list[st
             have = existing.get(relation)
             if have is None:
                 continue
-            declared = [*table.column_names, *([ddl.AS_OF] if relation != table.name else [])]
+            declared = [*table.column_names, *([ddl.AS_OF, ddl.AS_OF_TS] if relation != table.name else [])]
             refused += [f"column {relation}.{c} is not in sql/schema.sql" for c in have if c not in declared]
             for column in table.columns:
                 target = ident(pg_schema, relation)

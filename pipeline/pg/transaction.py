@@ -164,12 +164,13 @@ def _sync_snapshot(conn: psycopg.Connection, table: Table, pg_schema: str, stage
             sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(target, part, sql.Literal(as_of))
         )
         conn.execute(
-            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}, ALTER COLUMN {} DROP DEFAULT").format(
-                part, ident(ddl.STAGED_AS_OF_CHECK), ident(ddl.AS_OF)
-            )
+            # as_of_ts's rows keep their value without the default (PostgreSQL's stored "missing value")
+            sql.SQL(
+                "ALTER TABLE {} DROP CONSTRAINT {}, ALTER COLUMN {} DROP DEFAULT, ALTER COLUMN {} DROP DEFAULT"
+            ).format(part, ident(ddl.STAGED_AS_OF_CHECK), ident(ddl.AS_OF), ident(ddl.AS_OF_TS))
         )
         return rows
-    names = [*table.column_names, ddl.AS_OF]
+    names = [*table.column_names, ddl.AS_OF, ddl.AS_OF_TS]
     staged = ident(stage, partition)
     source = sql.SQL("SELECT {} FROM {}").format(column_list(names), staged)
     written = conn.execute(upsert_sql(target, names, [table.key, ddl.AS_OF], source)).rowcount

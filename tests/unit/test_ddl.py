@@ -72,8 +72,9 @@ def test_snapshot_table_adds_as_of_keys_on_key_and_as_of_and_is_partitioned_by_m
     create = parse(ddl.snapshot_table(table, "consumers"))
     assert target(create) == ("consumers", f"{table.name}_snapshots")
     cols = columns(create)
-    assert list(cols) == [*table.column_names, "as_of"]
+    assert list(cols) == [*table.column_names, "as_of", "as_of_ts"]
     assert cols["as_of"].kind.sql("postgres") == "DATE"
+    assert cols["as_of_ts"].kind.sql("postgres") == "TIMESTAMPTZ"  # as_of 00:00 UTC (issue #16)
     assert exp.NotNullColumnConstraint in constraint_kinds(cols["as_of"])
     assert exp.NotNullColumnConstraint in constraint_kinds(cols[table.key])
     assert not any(exp.Reference in constraint_kinds(c) for c in cols.values()), "no foreign keys on history"
