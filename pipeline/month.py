@@ -328,6 +328,7 @@ def stage_and_merge(settings: Settings, plan: MonthPlan, schema: Schema) -> dict
     Every file is staged even when an earlier one is bad, so a person fixing the export hears of every
     bad file at once (:class:`DropErrors` when there are several; the one file's own error otherwise);
     nothing is merged until every file is staged."""
+    check_contract(plan.lake, schema)  # once for the month, not once per table
     jobs = duck.parallel_jobs(settings, TABLE_WORKERS)
     each = duck.share(settings, jobs)
 

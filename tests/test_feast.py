@@ -21,8 +21,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pipeline.schema import PROJECT_ROOT, load_schema
 from pipeline.training import output_columns, training_frame
-from tests.conftest import FEB, JAN, fresh_database
-from tests.test_cli_status import PublishedLake, cli, environment, luigi
+from tests.conftest import FEB, JAN, PublishedLake, fresh_database
+from tests.conftest import pipeline_environment as environment
+from tests.test_cli_status import cli, luigi
 
 if os.environ.get("CI"):
     import feast  # CI installs the [feast] extra: a missing feast is a failure there, never a skip

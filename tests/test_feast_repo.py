@@ -14,7 +14,8 @@ import yaml
 from pipeline import feast_repo
 from pipeline.errors import ConfigError
 from pipeline.schema import load_schema
-from tests.test_cli_status import cli, environment
+from tests.conftest import pipeline_environment as environment
+from tests.test_cli_status import cli
 
 SCHEMA = load_schema()
 
