@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "run_id": record["run_id"],
-                "timings": record["timings"],
+                "run_id": record.run_id,
+                "timings": record.timings,
                 "import_s": round(imported - _STARTED, 3),
                 "run_month_s": round(done - imported, 3),
             }
