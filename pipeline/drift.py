@@ -1,0 +1,281 @@
+"""Drift of a month against the previous published month, computed in DuckDB over snapshot files.
+
+Every feature column of the contract is compared: every value column of every table of
+``sql/schema.sql`` but the label table's (:data:`pipeline.training.LABEL_TABLE`, whose columns are the
+labels). Nothing here lists a column: kinds come from the declared types (:mod:`pipeline.types`).
+
+* **numeric** (INT, BIGINT, NUMERIC; DATE as days since 1970-01-01): the bins are the deciles of the
+  *previous* month's non-NULL values, ``quantile_disc`` at 0.1 … 0.9 (actual values; repeated edges are
+  merged, so a column with few distinct values has fewer bins). The bins are right-closed:
+  ``(-inf, e1], (e1, e2], …, (e9, +inf)``. Mean, median, p95 (``quantile_cont``) before and after.
+* **category** (BOOLEAN, TEXT): one bin per value; for TEXT the 20 values most frequent over both months
+  together (ties by value) and ``other`` for the rest.
+* **NULL** is a bin of its own in both kinds whenever either month has a NULL, so that a column going
+  empty (or filling) shows as drift; shares are over all rows of the table.
+
+The population stability index over those bins, with ``a`` the month's share and ``b`` the previous
+month's share of a bin, is ``PSI = Σ (a − b) · ln(a / b)``. An empty bin (a share of 0 on one side)
+would make the logarithm infinite, so every share is floored at :data:`EMPTY_BIN_SHARE` (0.0001) before
+the sum (the shares are not renormalised). Identical months give exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipeline.duck import literal, quote
+from pipeline.evolve import conformed, empty_select
+from pipeline.schema import Column, Schema, Table, load_schema
+from pipeline.types import BigintRule, BooleanRule, DateRule, IntRule, NumericRule
+
+EMPTY_BIN_SHARE = 0.0001  # the share an empty bin counts with, so that ln(a / b) stays finite
+TOP_VALUES = 20  # text columns: the most frequent values kept, the rest are "other"
+OTHER = "other"
+NULL_BIN = "NULL"
+DECILES = [i / 10 for i in range(1, 10)]
+NUMERIC_RULES = (IntRule, BigintRule, NumericRule, DateRule)
+CATEGORY_RULES = (BooleanRule,)  # and TEXT: everything that is not numeric is a category
+
+
+@dataclass(frozen=True)
+class Bin:
+    label: str
+    before: float  # share of the previous month's rows (not floored)
+    after: float  # share of this month's rows
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    table: str
+    column: str
+    kind: str  # "numeric" or "category"
+    psi: float
+    rows_before: int
+    rows_after: int
+    null_before: float | None  # share of rows that are NULL; None when the month has no rows
+    null_after: float | None
+    bins: list[Bin]
+    before: dict[str, float | None] = field(default_factory=dict)  # numeric: mean, median, p95
+    after: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def feature(self) -> str:
+        return f"{self.table}.{self.column}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureDrift:
+        return cls(**{**data, "bins": [Bin(**b) for b in data["bins"]]})
+
+
+@dataclass(frozen=True)
+class Population:
+    users_before: int
+    users_after: int
+    churn_before: float | None  # share of labelled users with a true label
+    churn_after: float | None
+
+
+@dataclass(frozen=True)
+class MonthDrift:
+    as_of: date
+    previous: date
+    features: list[FeatureDrift]
+    population: Population
+
+    def sorted(self) -> list[FeatureDrift]:
+        """Features by PSI, largest first (ties by name)."""
+        return sorted(self.features, key=lambda f: (-f.psi, f.feature))
+
+
+def psi(before: Sequence[float], after: Sequence[float], floor: float = EMPTY_BIN_SHARE) -> float:
+    """PSI of two share vectors over the same bins, each share floored at ``floor`` (see the module)."""
+    total = 0.0
+    for b, a in zip(before, after, strict=True):
+        b, a = max(b, floor), max(a, floor)
+        total += (a - b) * math.log(a / b)
+    return total
+
+
+def feature_columns(schema: Schema) -> list[tuple[Table, Column]]:
+    """Every feature column of the contract: value columns of every table but the label table."""
+    from pipeline.training import LABEL_TABLE
+
+    return [(t, c) for t in schema.tables if t.name != LABEL_TABLE for c in t.value_columns]
+
+
+def is_numeric(column: Column) -> bool:
+    return isinstance(column.rule, NUMERIC_RULES)
+
+
+def _source(table: Table, path: Path | None) -> str:
+    """A relation for FROM: the file read as the current contract, or no rows when there is none."""
+    if path is None or not path.is_file():
+        return f"({empty_select(table)})"
+    return conformed(table, path)
+
+
+def _value(column: Column) -> str:
+    """The column as a DOUBLE (numeric kinds; a DATE as days since 1970-01-01)."""
+    if isinstance(column.rule, DateRule):
+        return f"CAST(date_diff('day', DATE '1970-01-01', {quote(column.name)}) AS DOUBLE)"
+    return f"CAST({quote(column.name)} AS DOUBLE)"
+
+
+def _counts(con: duckdb.DuckDBPyConnection, source: str, label_sql: str) -> tuple[dict[str, int], int]:
+    rows = con.execute(f"SELECT {label_sql} AS bin, count(*) FROM {source} GROUP BY ALL").fetchall()
+    counts = {str(label): int(n) for label, n in rows}
+    return counts, sum(counts.values())
+
+
+def _edges(con: duckdb.DuckDBPyConnection, source: str, value: str) -> list[float]:
+    listed = ", ".join(repr(q) for q in DECILES)
+    (edges,) = con.execute(f"SELECT quantile_disc({value}, [{listed}]) FROM {source}").fetchone() or (None,)
+    return sorted({float(e) for e in edges or [] if e is not None})
+
+
+def _numeric_label(value: str, edges: list[float]) -> tuple[str, list[str]]:
+    """SQL naming each value's bin, and the bin labels in order (NULL last)."""
+    labels = []
+    whens = []
+    low = "-inf"
+    for e in edges:
+        label = f"({low}, {e:g}]"
+        labels.append(label)
+        whens.append(f"WHEN {value} <= {e!r} THEN {literal(label)}")
+        low = f"{e:g}"
+    last = f"({low}, +inf)"
+    labels.append(last)
+    case = f"CASE WHEN {value} IS NULL THEN {literal(NULL_BIN)} {' '.join(whens)} ELSE {literal(last)} END"
+    return case, labels
+
+
+def _stats(con: duckdb.DuckDBPyConnection, source: str, value: str) -> dict[str, float | None]:
+    row = con.execute(
+        f"SELECT avg({value}), quantile_cont({value}, 0.5), quantile_cont({value}, 0.95) FROM {source}"
+    ).fetchone()
+    mean, median, p95 = row if row else (None, None, None)
+    return {"mean": mean, "median": median, "p95": p95}
+
+
+def _null_share(counts: dict[str, int], total: int) -> float | None:
+    return counts.get(NULL_BIN, 0) / total if total else None
+
+
+def feature_drift(
+    con: duckdb.DuckDBPyConnection, table: Table, column: Column, before: Path | None, after: Path | None
+) -> FeatureDrift:
+    """The drift of one column between two snapshot files of its table (see the module docstring)."""
+    src_before, src_after = _source(table, before), _source(table, after)
+    name = quote(column.name)
+    stats_before: dict[str, float | None] = {}
+    stats_after: dict[str, float | None] = {}
+    if is_numeric(column):
+        kind = "numeric"
+        value = _value(column)
+        label_sql, labels = _numeric_label(value, _edges(con, src_before, value))
+        stats_before, stats_after = _stats(con, src_before, value), _stats(con, src_after, value)
+    else:
+        kind = "category"
+        text = f"CAST({name} AS VARCHAR)"
+        top = con.execute(
+            f"SELECT v FROM (SELECT {text} AS v FROM {src_before} UNION ALL SELECT {text} FROM {src_after}) "
+            f"WHERE v IS NOT NULL GROUP BY v ORDER BY count(*) DESC, v LIMIT {TOP_VALUES + 1}"
+        ).fetchall()
+        values = [str(v) for (v,) in top]
+        if len(values) > TOP_VALUES:  # more than 20 values: the 20 first are kept, the rest are "other"
+            values = values[:TOP_VALUES]
+            kept = ", ".join(literal(v) for v in values)
+            label_sql = (
+                f"CASE WHEN {name} IS NULL THEN {literal(NULL_BIN)} WHEN {text} IN ({kept}) THEN {text} "
+                f"ELSE {literal(OTHER)} END"
+            )
+            labels = [*values, OTHER]
+        else:
+            label_sql = f"coalesce({text}, {literal(NULL_BIN)})"
+            labels = values
+    counts_before, n_before = _counts(con, src_before, label_sql)
+    counts_after, n_after = _counts(con, src_after, label_sql)
+    if counts_before.get(NULL_BIN) or counts_after.get(NULL_BIN):
+        labels = [*labels, NULL_BIN]
+    bins = [
+        Bin(
+            label,
+            counts_before.get(label, 0) / n_before if n_before else 0.0,
+            (counts_after.get(label, 0) / n_after if n_after else 0.0),
+        )
+        for label in labels
+    ]
+    value_psi = psi([b.before for b in bins], [b.after for b in bins]) if n_before and n_after else 0.0
+    return FeatureDrift(
+        table=table.name,
+        column=column.name,
+        kind=kind,
+        psi=value_psi,
+        rows_before=n_before,
+        rows_after=n_after,
+        null_before=_null_share(counts_before, n_before),
+        null_after=_null_share(counts_after, n_after),
+        bins=bins,
+        before=stats_before,
+        after=stats_after,
+    )
+
+
+def population(
+    con: duckdb.DuckDBPyConnection, schema: Schema, before: dict[str, Path | None], after: dict[str, Path | None]
+) -> Population:
+    """Users (rows of the root table) and the churn rate (the label table's first BOOLEAN column)."""
+    from pipeline.training import LABEL_TABLE
+
+    root = schema.root
+
+    def users(files: dict[str, Path | None]) -> int:
+        row = con.execute(f"SELECT count(*) FROM {_source(root, files.get(root.name))}").fetchone()
+        return int(row[0]) if row else 0
+
+    def churn(files: dict[str, Path | None]) -> float | None:
+        if LABEL_TABLE not in schema.table_names:
+            return None
+        labels = schema.table(LABEL_TABLE)
+        flags = [c for c in labels.value_columns if isinstance(c.rule, BooleanRule)]
+        if not flags:
+            return None
+        name = quote(flags[0].name)
+        row = con.execute(
+            f"SELECT avg(CASE WHEN {name} THEN 1.0 ELSE 0.0 END) FILTER (WHERE {name} IS NOT NULL) "
+            f"FROM {_source(labels, files.get(LABEL_TABLE))}"
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    return Population(users(before), users(after), churn(before), churn(after))
+
+
+def month_drift(
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    previous: date,
+    before: dict[str, Path | None],
+    after: dict[str, Path | None],
+    schema: Schema | None = None,
+) -> MonthDrift:
+    """The drift of every feature between two sets of snapshot files (table -> data.parquet)."""
+    schema = schema or load_schema()
+    features = [feature_drift(con, t, c, before.get(t.name), after.get(t.name)) for t, c in feature_columns(schema)]
+    return MonthDrift(as_of, previous, features, population(con, schema, before, after))
+
+
+def over(features: Iterable[FeatureDrift], threshold: float | None) -> list[FeatureDrift]:
+    """The features whose PSI is over ``threshold`` (none when it is None), largest first."""
+    if threshold is None:
+        return []
+    return sorted((f for f in features if f.psi > threshold), key=lambda f: (-f.psi, f.feature))
