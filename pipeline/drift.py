@@ -11,7 +11,9 @@ labels). Nothing here lists a column: kinds come from the declared types (:mod:`
 * **category** (BOOLEAN, TEXT): one bin per value; for TEXT the 20 values most frequent over both months
   together (ties by value) and ``other`` for the rest.
 * **NULL** is a bin of its own in both kinds whenever either month has a NULL, so that a column going
-  empty (or filling) shows as drift; shares are over all rows of the table.
+  empty (or filling) shows as drift; shares are over all rows of the table. One exception: a column
+  with no value at all in the previous month (hidden at start and not delivered yet) has nothing to be
+  compared with; its PSI is 0 and :attr:`FeatureDrift.note` says why (its arrival is a contract matter).
 
 The population stability index over those bins, with ``a`` the month's share and ``b`` the previous
 month's share of a bin, is ``PSI = Σ (a − b) · ln(a / b)``. An empty bin (a share of 0 on one side)
@@ -30,8 +32,10 @@ from typing import Any
 
 import duckdb
 
+from pipeline import lakefs
 from pipeline.duck import literal, quote
 from pipeline.evolve import conformed, empty_select
+from pipeline.quality import CheckResult
 from pipeline.schema import Column, Schema, Table, load_schema
 from pipeline.types import BigintRule, BooleanRule, DateRule, IntRule, NumericRule
 
@@ -64,6 +68,7 @@ class FeatureDrift:
     bins: list[Bin]
     before: dict[str, float | None] = field(default_factory=dict)  # numeric: mean, median, p95
     after: dict[str, float | None] = field(default_factory=dict)
+    note: str = ""  # why the PSI is 0 without being compared, when it is
 
     @property
     def feature(self) -> str:
@@ -215,7 +220,12 @@ def feature_drift(
         )
         for label in labels
     ]
-    value_psi = psi([b.before for b in bins], [b.after for b in bins]) if n_before and n_after else 0.0
+    note = ""
+    if not n_before or not n_after:
+        note = "no rows in one of the months"
+    elif counts_before.get(NULL_BIN, 0) == n_before and counts_after.get(NULL_BIN, 0) < n_after:
+        note = "no value in the previous month (a column hidden at start, delivered from this month)"
+    value_psi = 0.0 if note else psi([b.before for b in bins], [b.after for b in bins])
     return FeatureDrift(
         table=table.name,
         column=column.name,
@@ -228,6 +238,7 @@ def feature_drift(
         bins=bins,
         before=stats_before,
         after=stats_after,
+        note=note,
     )
 
 
@@ -279,3 +290,39 @@ def over(features: Iterable[FeatureDrift], threshold: float | None) -> list[Feat
     if threshold is None:
         return []
     return sorted((f for f in features if f.psi > threshold), key=lambda f: (-f.psi, f.feature))
+
+
+# --- the gate -----------------------------------------------------------------------------------
+
+CHECK_PREFIX = "PSI of "  # every drift check's name starts so (quality.CheckResult.describe shows "PSI …")
+
+
+def check_name(column: str, warn: float, fail: float | None) -> str:
+    limits = f"warn over {warn:g}, fail over {'off' if fail is None else f'{fail:g}'}"
+    return f"{CHECK_PREFIX}{column} vs the previous published month ({limits})"
+
+
+def gate_checks(month: MonthDrift, warn: float, fail: float | None) -> list[CheckResult]:
+    """One check per feature: pass, warn (PSI over ``warn``) or fail (PSI over ``fail``, when set).
+    The value is the PSI, rounded to 4 decimals."""
+    results = []
+    for f in month.features:
+        outcome = "fail" if fail is not None and f.psi > fail else "warn" if f.psi > warn else "pass"
+        results.append(CheckResult(check_name(f.column, warn, fail), f.table, f.column, outcome, round(f.psi, 4)))
+    return results
+
+
+def work_drift(
+    con: duckdb.DuckDBPyConnection,
+    lake: lakefs.Lake,
+    as_of: date,
+    previous: date | None,
+    merged: dict[str, Path],
+    schema: Schema,
+) -> MonthDrift | None:
+    """The drift of a month being published: its merged files (``merged``: table -> data.parquet in the
+    work folder) against the previous published month's snapshots; None for a first month."""
+    if previous is None:
+        return None
+    before: dict[str, Path | None] = {t: lake.snapshot_file(t, previous) for t in schema.table_names}
+    return month_drift(con, as_of, previous, before, dict(merged), schema)

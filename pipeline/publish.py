@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import duck, lakefs, quality, runs
+from pipeline import drift, duck, lakefs, quality, runs
 from pipeline.config import Settings
 from pipeline.decide import Action
 from pipeline.errors import DeletionLimitError, LakeStateError, PublishedMonthError
@@ -108,10 +108,13 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     check_contract(plan.lake, schema)
     stages, merges = _work_results(plan, schema)
     _check_deletions(settings, plan, schema, merges, options)
+    t0 = time.perf_counter()
+    drift_checks = _drift_checks(settings, plan, schema)  # DuckDB over the merged files, before the transaction
     previous_record = published_months(plan.lake).get(plan.previous) if plan.previous else None
     timings: dict[str, float] = {
         "stage": round(sum(s.seconds for s in stages.values()), 3),
         "merge": round(sum(m.seconds for m in merges.values()), 3),
+        "drift": round(time.perf_counter() - t0, 3),
     }
     dsn = pg.resolve_dsn(settings.postgres, settings.lake_root)
     pg_schema, lock_timeout = settings.postgres.schema, settings.lock_timeout
@@ -180,6 +183,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 failpoint("staging_loaded")
                 t0 = time.perf_counter()
                 report = gate.report()
+                report.checks.extend(drift_checks)  # recorded (and refusing the month) like the Soda checks
                 timings["checks"] = report.seconds
                 timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
                 record = runs.RunRecord.build(
@@ -222,6 +226,17 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
     log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
     return record
+
+
+def _drift_checks(settings: Settings, plan: MonthPlan, schema: Schema) -> list[quality.CheckResult]:
+    """The drift of every feature vs the previous published month, as checks (:mod:`pipeline.drift`);
+    none for a first month."""
+    merged = {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names}
+    with duck.connect(settings) as con:
+        month = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema)
+    if month is None:
+        return []
+    return drift.gate_checks(month, settings.drift_warn_psi, settings.drift_fail_psi)
 
 
 @contextmanager

@@ -114,3 +114,34 @@ def test_text_keeps_the_twenty_most_frequent_values_and_other(tmp_path: Path) ->
     assert [b.label for b in gender.bins] == [f"g{i:02d}" for i in range(20)] + [drift.OTHER]
     assert gender.bins[-1].before == pytest.approx(0.2)  # g20 … g24, four rows each
     assert gender.psi == 0.0
+
+
+def test_a_column_delivered_for_the_first_time_is_not_drift_but_one_going_empty_is(lake: lakefs.Lake) -> None:
+    table = load_schema().table("subscriptions")
+    rows = [{"user_id": u, "add_on_backup": None} for u in USERS]
+    jan, feb = lake.snapshot_file(table.name, JAN), lake.snapshot_file(table.name, FEB)
+    for path, data in ((jan, rows), (feb, [{**r, "add_on_backup": True} for r in rows])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(data, schema=table.arrow_schema()), path)
+    con = duckdb.connect()
+    arrived = drift.feature_drift(con, table, table.column("add_on_backup"), jan, feb)
+    assert (arrived.psi, arrived.null_before, arrived.null_after) == (0.0, 1.0, 0.0)
+    assert "hidden at start" in arrived.note
+    gone = drift.feature_drift(con, table, table.column("add_on_backup"), feb, jan)
+    assert gone.psi == pytest.approx(2 * (1 - 0.0001) * math.log(1 / 0.0001)) and not gone.note
+
+
+def test_gate_checks_pass_warn_and_fail_by_the_thresholds() -> None:
+    def feature(column: str, value: float) -> drift.FeatureDrift:
+        return drift.FeatureDrift("usage_agg_30d", column, "numeric", value, 10, 10, 0.0, 0.0, [])
+
+    month = drift.MonthDrift(
+        FEB, JAN, [feature("a", 0.05), feature("b", 0.2), feature("c", 0.6)], drift.Population(1, 1, None, None)
+    )
+    assert [c.outcome for c in drift.gate_checks(month, 0.1, None)] == ["pass", "warn", "warn"]
+    checks = drift.gate_checks(month, 0.1, 0.5)
+    assert [c.outcome for c in checks] == ["pass", "warn", "fail"]
+    assert checks[2].describe() == (
+        "PSI of c vs the previous published month (warn over 0.1, fail over 0.5) "
+        "(table usage_agg_30d, column c): PSI 0.6"
+    )
