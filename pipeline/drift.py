@@ -224,7 +224,7 @@ def feature_drift(
     if not n_before or not n_after:
         note = "no rows in one of the months"
     elif counts_before.get(NULL_BIN, 0) == n_before and counts_after.get(NULL_BIN, 0) < n_after:
-        note = "no value in the previous month (a column hidden at start, delivered from this month)"
+        note = "no value in the previous month: hidden at start, delivered from this month"
     value_psi = 0.0 if note else psi([b.before for b in bins], [b.after for b in bins])
     return FeatureDrift(
         table=table.name,
