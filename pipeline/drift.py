@@ -18,7 +18,11 @@ labels). Nothing here lists a column: kinds come from the declared types (:mod:`
 The population stability index over those bins, with ``a`` the month's share and ``b`` the previous
 month's share of a bin, is ``PSI = Σ (a − b) · ln(a / b)``. An empty bin (a share of 0 on one side)
 would make the logarithm infinite, so every share is floored at :data:`EMPTY_BIN_SHARE` (0.0001) before
-the sum (the shares are not renormalised). Identical months give exactly 0.
+the sum (the shares are not renormalised). A bin empty in both months adds nothing and is left out.
+Identical months give exactly 0.
+
+Cost: one scan of each table per month (the previous month's twice, for its deciles first), plus one
+over both months per TEXT column (its most frequent values); bins are counted as integer codes.
 """
 
 from __future__ import annotations
@@ -136,101 +140,163 @@ def _value(column: Column) -> str:
     return f"CAST({quote(column.name)} AS DOUBLE)"
 
 
-def _counts(con: duckdb.DuckDBPyConnection, source: str, label_sql: str) -> tuple[dict[str, int], int]:
-    rows = con.execute(f"SELECT {label_sql} AS bin, count(*) FROM {source} GROUP BY ALL").fetchall()
-    counts = {str(label): int(n) for label, n in rows}
-    return counts, sum(counts.values())
+NULL_CODE = -1  # the bin code of NULL; every other bin's code is its index in the labels
 
 
-def _edges(con: duckdb.DuckDBPyConnection, source: str, value: str) -> list[float]:
-    listed = ", ".join(repr(q) for q in DECILES)
-    (edges,) = con.execute(f"SELECT quantile_disc({value}, [{listed}]) FROM {source}").fetchone() or (None,)
-    return sorted({float(e) for e in edges or [] if e is not None})
-
-
-def _numeric_label(value: str, edges: list[float]) -> tuple[str, list[str]]:
-    """SQL naming each value's bin, and the bin labels in order (NULL last)."""
+def _numeric_code(value: str, edges: list[float]) -> tuple[str, list[str]]:
+    """SQL giving each value its bin's code, and the bin labels in order (the NULL bin apart)."""
     labels = []
     whens = []
     low = "-inf"
-    for e in edges:
-        label = f"({low}, {e:g}]"
-        labels.append(label)
-        whens.append(f"WHEN {value} <= {e!r} THEN {literal(label)}")
+    for i, e in enumerate(edges):
+        labels.append(f"({low}, {e:g}]")
+        whens.append(f"WHEN {value} <= {e!r} THEN {i}")
         low = f"{e:g}"
-    last = f"({low}, +inf)"
-    labels.append(last)
-    case = f"CASE WHEN {value} IS NULL THEN {literal(NULL_BIN)} {' '.join(whens)} ELSE {literal(last)} END"
-    return case, labels
+    labels.append(f"({low}, +inf)")
+    return f"CASE WHEN {value} IS NULL THEN {NULL_CODE} {' '.join(whens)} ELSE {len(edges)} END", labels
 
 
-def _stats(con: duckdb.DuckDBPyConnection, source: str, value: str) -> dict[str, float | None]:
-    row = con.execute(
-        f"SELECT avg({value}), quantile_cont({value}, 0.5), quantile_cont({value}, 0.95) FROM {source}"
-    ).fetchone()
-    mean, median, p95 = row if row else (None, None, None)
-    return {"mean": mean, "median": median, "p95": p95}
+@dataclass(frozen=True)
+class _Binning:
+    """How one column's values fall into bins: the SQL of a row's bin code (an integer: the index of its
+    label, or NULL_CODE), and the labels in order."""
+
+    column: Column
+    code_sql: str
+    labels: list[str]
+    value: str | None  # numeric columns: the value as a DOUBLE (for mean, median, p95)
 
 
-def _null_share(counts: dict[str, int], total: int) -> float | None:
-    return counts.get(NULL_BIN, 0) / total if total else None
+def _as_dict(value: object) -> dict[int, int]:
+    """A DuckDB MAP as Python gives it (a dict; {'key': [...], 'value': [...]} on older DuckDB)."""
+    if not value:
+        return {}
+    assert isinstance(value, dict)
+    if set(value) == {"key", "value"} and isinstance(value["key"], list):
+        return {int(k): int(v) for k, v in zip(value["key"], value["value"], strict=True)}
+    return {int(k): int(v) for k, v in value.items()}
 
 
-def feature_drift(
-    con: duckdb.DuckDBPyConnection, table: Table, column: Column, before: Path | None, after: Path | None
-) -> FeatureDrift:
-    """The drift of one column between two snapshot files of its table (see the module docstring)."""
-    src_before, src_after = _source(table, before), _source(table, after)
-    name = quote(column.name)
-    stats_before: dict[str, float | None] = {}
-    stats_after: dict[str, float | None] = {}
-    if is_numeric(column):
-        kind = "numeric"
-        value = _value(column)
-        label_sql, labels = _numeric_label(value, _edges(con, src_before, value))
-        stats_before, stats_after = _stats(con, src_before, value), _stats(con, src_after, value)
-    else:
-        kind = "category"
-        text = f"CAST({name} AS VARCHAR)"
-        top = con.execute(
-            f"SELECT v FROM (SELECT {text} AS v FROM {src_before} UNION ALL SELECT {text} FROM {src_after}) "
-            f"WHERE v IS NOT NULL GROUP BY v ORDER BY count(*) DESC, v LIMIT {TOP_VALUES + 1}"
-        ).fetchall()
-        values = [str(v) for (v,) in top]
-        if len(values) > TOP_VALUES:  # more than 20 values: the 20 first are kept, the rest are "other"
-            values = values[:TOP_VALUES]
-            kept = ", ".join(literal(v) for v in values)
-            label_sql = (
-                f"CASE WHEN {name} IS NULL THEN {literal(NULL_BIN)} WHEN {text} IN ({kept}) THEN {text} "
-                f"ELSE {literal(OTHER)} END"
-            )
-            labels = [*values, OTHER]
+def _binnings(
+    con: duckdb.DuckDBPyConnection, columns: Sequence[Column], src_before: str, src_after: str
+) -> list[_Binning]:
+    numeric = [c for c in columns if is_numeric(c)]
+    edges: dict[str, list[float]] = {}
+    if numeric:  # the previous month's deciles of every numeric column, in one scan
+        listed = ", ".join(repr(q) for q in DECILES)
+        row = con.execute(
+            f"SELECT {', '.join(f'quantile_disc({_value(c)}, [{listed}])' for c in numeric)} FROM {src_before}"
+        ).fetchone()
+        edges = {c.name: sorted({float(e) for e in (row[i] if row else None) or [] if e is not None})
+                 for i, c in enumerate(numeric)}  # fmt: skip
+    binnings = []
+    for column in columns:
+        name = quote(column.name)
+        if is_numeric(column):
+            value = _value(column)
+            code_sql, labels = _numeric_code(value, edges[column.name])
+            binnings.append(_Binning(column, code_sql, labels, value))
+        elif isinstance(column.rule, BooleanRule):
+            code = f"CASE WHEN {name} IS NULL THEN {NULL_CODE} WHEN {name} THEN 1 ELSE 0 END"
+            binnings.append(_Binning(column, code, ["false", "true"], None))
         else:
-            label_sql = f"coalesce({text}, {literal(NULL_BIN)})"
-            labels = values
-    counts_before, n_before = _counts(con, src_before, label_sql)
-    counts_after, n_after = _counts(con, src_after, label_sql)
-    if counts_before.get(NULL_BIN) or counts_after.get(NULL_BIN):
-        labels = [*labels, NULL_BIN]
+            text = f"CAST({name} AS VARCHAR)"
+            top = con.execute(
+                f"SELECT v FROM (SELECT {text} AS v FROM {src_before} UNION ALL SELECT {text} FROM {src_after}) "
+                f"WHERE v IS NOT NULL GROUP BY v ORDER BY count(*) DESC, v LIMIT {TOP_VALUES + 1}"
+            ).fetchall()
+            values = [str(v) for (v,) in top]
+            labels = values[:TOP_VALUES] + ([OTHER] if len(values) > TOP_VALUES else [])
+            kept = "[" + ", ".join(literal(v) for v in values[:TOP_VALUES]) + "]::VARCHAR[]"
+            # list_position is 1-based, NULL when absent: absent values are "other", the last bin
+            position = f"coalesce(list_position({kept}, {text}) - 1, {TOP_VALUES})"
+            code = f"CASE WHEN {name} IS NULL THEN {NULL_CODE} ELSE {position} END"
+            binnings.append(_Binning(column, code, labels, None))
+    return binnings
+
+
+def _side(
+    con: duckdb.DuckDBPyConnection, source: str, binnings: Sequence[_Binning]
+) -> tuple[int, list[dict[int, int]], list[dict[str, float | None]]]:
+    """One month of a table in one scan: its rows, every column's count per bin, and the numeric
+    columns' mean, median and p95."""
+    items = ["count(*)"]
+    for b in binnings:
+        items.append(f"histogram({b.code_sql})")
+        if b.value is not None:
+            items += [f"avg({b.value})", f"quantile_cont({b.value}, [0.5, 0.95])"]
+    row = con.execute(f"SELECT {', '.join(items)} FROM {source}").fetchone()
+    assert row is not None
+    rows, i = int(row[0]), 1
+    counts: list[dict[int, int]] = []
+    stats: list[dict[str, float | None]] = []
+    for b in binnings:
+        counts.append(_as_dict(row[i]))
+        i += 1
+        if b.value is None:
+            stats.append({})
+            continue
+        mean, quantiles = row[i], row[i + 1] or [None, None]
+        i += 2
+        stats.append({"mean": mean, "median": quantiles[0], "p95": quantiles[1]})
+    return rows, counts, stats
+
+
+def _null_share(counts: dict[int, int], total: int) -> float | None:
+    return counts.get(NULL_CODE, 0) / total if total else None
+
+
+def table_drift(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    columns: Sequence[Column],
+    before: Path | None,
+    after: Path | None,
+) -> list[FeatureDrift]:
+    """The drift of ``columns`` of one table between two of its snapshot files (see the module
+    docstring): one scan for the previous month's deciles, one per month for every count and statistic
+    (and one per text column for its most frequent values)."""
+    src_before, src_after = _source(table, before), _source(table, after)
+    binnings = _binnings(con, columns, src_before, src_after)
+    n_before, counts_before, stats_before = _side(con, src_before, binnings)
+    n_after, counts_after, stats_after = _side(con, src_after, binnings)
+    return [
+        _feature(table, b, n_before, n_after, counts_before[i], counts_after[i], stats_before[i], stats_after[i])
+        for i, b in enumerate(binnings)
+    ]
+
+
+def _feature(
+    table: Table,
+    binning: _Binning,
+    n_before: int,
+    n_after: int,
+    counts_before: dict[int, int],
+    counts_after: dict[int, int],
+    stats_before: dict[str, float | None],
+    stats_after: dict[str, float | None],
+) -> FeatureDrift:
+    codes = list(range(len(binning.labels))) + [NULL_CODE]
+    # a bin empty in both months adds nothing to the PSI and is left out (a boolean never false, say)
+    codes = [c for c in codes if counts_before.get(c) or counts_after.get(c)]
     bins = [
         Bin(
-            label,
-            counts_before.get(label, 0) / n_before if n_before else 0.0,
-            (counts_after.get(label, 0) / n_after if n_after else 0.0),
+            NULL_BIN if c == NULL_CODE else binning.labels[c],
+            counts_before.get(c, 0) / n_before if n_before else 0.0,
+            counts_after.get(c, 0) / n_after if n_after else 0.0,
         )
-        for label in labels
+        for c in codes
     ]
     note = ""
     if not n_before or not n_after:
         note = "no rows in one of the months"
-    elif counts_before.get(NULL_BIN, 0) == n_before and counts_after.get(NULL_BIN, 0) < n_after:
+    elif counts_before.get(NULL_CODE, 0) == n_before and counts_after.get(NULL_CODE, 0) < n_after:
         note = "no value in the previous month: hidden at start, delivered from this month"
-    value_psi = 0.0 if note else psi([b.before for b in bins], [b.after for b in bins])
     return FeatureDrift(
         table=table.name,
-        column=column.name,
-        kind=kind,
-        psi=value_psi,
+        column=binning.column.name,
+        kind="numeric" if binning.value is not None else "category",
+        psi=0.0 if note else psi([b.before for b in bins], [b.after for b in bins]),
         rows_before=n_before,
         rows_after=n_after,
         null_before=_null_share(counts_before, n_before),
@@ -240,6 +306,14 @@ def feature_drift(
         after=stats_after,
         note=note,
     )
+
+
+def feature_drift(
+    con: duckdb.DuckDBPyConnection, table: Table, column: Column, before: Path | None, after: Path | None
+) -> FeatureDrift:
+    """The drift of one column between two snapshot files of its table."""
+    (feature,) = table_drift(con, table, [column], before, after)
+    return feature
 
 
 def population(
@@ -281,7 +355,14 @@ def month_drift(
 ) -> MonthDrift:
     """The drift of every feature between two sets of snapshot files (table -> data.parquet)."""
     schema = schema or load_schema()
-    features = [feature_drift(con, t, c, before.get(t.name), after.get(t.name)) for t, c in feature_columns(schema)]
+    by_table: dict[str, list[Column]] = {}
+    for t, c in feature_columns(schema):
+        by_table.setdefault(t.name, []).append(c)
+    features = [
+        f
+        for name, columns in by_table.items()
+        for f in table_drift(con, schema.table(name), columns, before.get(name), after.get(name))
+    ]
     return MonthDrift(as_of, previous, features, population(con, schema, before, after))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -108,13 +109,11 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     check_contract(plan.lake, schema)
     stages, merges = _work_results(plan, schema)
     _check_deletions(settings, plan, schema, merges, options)
-    t0 = time.perf_counter()
-    drift_checks = _drift_checks(settings, plan, schema)  # DuckDB over the merged files, before the transaction
+    drift_checks = _start_drift(settings, plan, schema)  # DuckDB over the merged files while PostgreSQL works
     previous_record = published_months(plan.lake).get(plan.previous) if plan.previous else None
     timings: dict[str, float] = {
         "stage": round(sum(s.seconds for s in stages.values()), 3),
         "merge": round(sum(m.seconds for m in merges.values()), 3),
-        "drift": round(time.perf_counter() - t0, 3),
     }
     dsn = pg.resolve_dsn(settings.postgres, settings.lake_root)
     pg_schema, lock_timeout = settings.postgres.schema, settings.lock_timeout
@@ -183,7 +182,8 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 failpoint("staging_loaded")
                 t0 = time.perf_counter()
                 report = gate.report()
-                report.checks.extend(drift_checks)  # recorded (and refusing the month) like the Soda checks
+                checks, timings["drift"] = drift_checks.result()
+                report.checks.extend(checks)  # recorded (and refusing the month) like the Soda checks
                 timings["checks"] = report.seconds
                 timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
                 record = runs.RunRecord.build(
@@ -228,15 +228,27 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     return record
 
 
-def _drift_checks(settings: Settings, plan: MonthPlan, schema: Schema) -> list[quality.CheckResult]:
-    """The drift of every feature vs the previous published month, as checks (:mod:`pipeline.drift`);
-    none for a first month."""
-    merged = {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names}
-    with duck.connect(settings) as con:
-        month = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema)
-    if month is None:
-        return []
-    return drift.gate_checks(month, settings.drift_warn_psi, settings.drift_fail_psi)
+def _start_drift(
+    settings: Settings, plan: MonthPlan, schema: Schema
+) -> Future[tuple[list[quality.CheckResult], float]]:
+    """The drift of every feature vs the previous published month, as checks (:mod:`pipeline.drift`; none
+    for a first month) and the seconds it took, computed in a thread of its own from the merged files,
+    while staging loads and Soda checks: the gate waits for it before its verdict."""
+    result: Future[tuple[list[quality.CheckResult], float]] = Future()
+
+    def compute() -> None:
+        t0 = time.perf_counter()
+        try:
+            merged = {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names}
+            with duck.connect(settings) as con:
+                month = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema)
+            checks = [] if month is None else drift.gate_checks(month, settings.drift_warn_psi, settings.drift_fail_psi)
+            result.set_result((checks, round(time.perf_counter() - t0, 3)))
+        except BaseException as error:  # raised where the gate asks for the result
+            result.set_exception(error)
+
+    threading.Thread(target=compute, name=f"drift-{plan.as_of}", daemon=True).start()
+    return result
 
 
 @contextmanager
