@@ -50,7 +50,7 @@ h1{font-size:20px;margin:0 0 6px} h2{font-size:16px;margin:28px 0 8px;border-bot
 .refused{background:#fae3e1;border-left:6px solid #c9372c}
 table{border-collapse:collapse;font-size:12px;margin:4px 0 12px}
 td,th{border:1px solid #dde;padding:3px 7px;text-align:right}
-th{background:#f3f4f8}td.l,th.l{text-align:left}.pass{color:#2d7a47}.warn{color:#9a6a00;font-weight:600}
+th{background:#f3f4f8}td:first-child{white-space:nowrap}td.l,th.l{text-align:left}.pass{color:#2d7a47}.warn{color:#9a6a00;font-weight:600}
 .fail,.error{color:#b42318;font-weight:700}.muted{color:#667;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:18px}
 a{color:#2f6fd6}
 """

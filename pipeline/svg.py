@@ -95,8 +95,8 @@ def overlaid(
 
 def lines(xs: Sequence[str], series: dict[str, Sequence[float | None]], title: str, percent: bool = False) -> str:
     """One line per series over the months ``xs``; a point per value (None: no point)."""
-    width, height, left, bottom = 560, 180, 60, 140
-    plot_w, plot_h = width - left - 20, bottom - 30
+    width, height, left, bottom = 520, 180, 60, 140
+    plot_w, plot_h = width - left - 50, bottom - 30  # room on the right for the last month's label
     values = [v for vs in series.values() for v in vs if v is not None]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
@@ -110,7 +110,7 @@ def lines(xs: Sequence[str], series: dict[str, Sequence[float | None]], title: s
         return f"{v:.1%}" if percent else f"{v:,.0f}" if abs(v) >= 100 else _fmt(v)
 
     body = [
-        f'<line x1="{left}" y1="{bottom}" x2="{width - 20}" y2="{bottom}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{bottom}" x2="{left + plot_w}" y2="{bottom}" stroke="#999"/>',
         f'<text x="{left - 4}" y="{y(high) + 4:.1f}" text-anchor="end">{text(high)}</text>',
         f'<text x="{left - 4}" y="{y(low) + 4:.1f}" text-anchor="end">{text(low)}</text>',
     ]
