@@ -21,8 +21,10 @@ would make the logarithm infinite, so every share is floored at :data:`EMPTY_BIN
 the sum (the shares are not renormalised). A bin empty in both months adds nothing and is left out.
 Identical months give exactly 0.
 
-Cost: one scan of each table per month (the previous month's twice, for its deciles first), plus one
-over both months per TEXT column (its most frequent values); bins are counted as integer codes.
+Cost: one scan of each table per month for the counts (bins counted as integer codes) and means, plus
+one per numeric column and month for its exact quantiles (the deciles, median and p95: an exact
+quantile holds one column's values in memory, 8 bytes a row, which DuckDB cannot spill), plus one over
+both months per TEXT column (its most frequent values).
 """
 
 from __future__ import annotations
@@ -182,13 +184,10 @@ def _binnings(
 ) -> list[_Binning]:
     numeric = [c for c in columns if is_numeric(c)]
     edges: dict[str, list[float]] = {}
-    if numeric:  # the previous month's deciles of every numeric column, in one scan
-        listed = ", ".join(repr(q) for q in DECILES)
-        row = con.execute(
-            f"SELECT {', '.join(f'quantile_disc({_value(c)}, [{listed}])' for c in numeric)} FROM {src_before}"
-        ).fetchone()
-        edges = {c.name: sorted({float(e) for e in (row[i] if row else None) or [] if e is not None})
-                 for i, c in enumerate(numeric)}  # fmt: skip
+    listed = ", ".join(repr(q) for q in DECILES)
+    for c in numeric:  # the previous month's deciles, one column at a time (a quantile holds all its values)
+        row = con.execute(f"SELECT quantile_disc({_value(c)}, [{listed}]) FROM {src_before}").fetchone()
+        edges[c.name] = sorted({float(e) for e in (row[0] if row else None) or [] if e is not None})
     binnings = []
     for column in columns:
         name = quote(column.name)
@@ -218,13 +217,14 @@ def _binnings(
 def _side(
     con: duckdb.DuckDBPyConnection, source: str, binnings: Sequence[_Binning]
 ) -> tuple[int, list[dict[int, int]], list[dict[str, float | None]]]:
-    """One month of a table in one scan: its rows, every column's count per bin, and the numeric
-    columns' mean, median and p95."""
+    """One month of a table: its rows, every column's count per bin and mean in one scan (streaming
+    aggregates), then the numeric columns' median and p95 one column at a time: an exact quantile holds
+    the column's values in memory (8 bytes a row), and DuckDB cannot spill it."""
     items = ["count(*)"]
     for b in binnings:
         items.append(f"histogram({b.code_sql})")
         if b.value is not None:
-            items += [f"avg({b.value})", f"quantile_cont({b.value}, [0.5, 0.95])"]
+            items.append(f"avg({b.value})")
     row = con.execute(f"SELECT {', '.join(items)} FROM {source}").fetchone()
     assert row is not None
     rows, i = int(row[0]), 1
@@ -236,9 +236,11 @@ def _side(
         if b.value is None:
             stats.append({})
             continue
-        mean, quantiles = row[i], row[i + 1] or [None, None]
-        i += 2
-        stats.append({"mean": mean, "median": quantiles[0], "p95": quantiles[1]})
+        mean = row[i]
+        i += 1
+        quantiles = con.execute(f"SELECT quantile_cont({b.value}, [0.5, 0.95]) FROM {source}").fetchone()
+        median, p95 = (quantiles[0] if quantiles else None) or [None, None]
+        stats.append({"mean": mean, "median": median, "p95": p95})
     return rows, counts, stats
 
 
