@@ -3,7 +3,8 @@
 ``luigi --module pipeline Month --as-of 2024-01-31`` imports this package to find its tasks.
 """
 
+from pipeline.report import Report
 from pipeline.tasks import MergeTable, Month, StageTable
 from pipeline.training import TrainingSet
 
-__all__ = ["MergeTable", "Month", "StageTable", "TrainingSet"]
+__all__ = ["MergeTable", "Month", "Report", "StageTable", "TrainingSet"]

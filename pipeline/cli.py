@@ -6,6 +6,7 @@
     streamflow stop-embedded             stop the embedded PostgreSQL of the lake
     streamflow unpublish --as-of D [--yes]   take back the latest published month (lake and PostgreSQL)
     streamflow feast-repo DIR            write a Feast feature repository over the snapshot tables
+    streamflow report [--as-of D]        the month report: <lake>/reports/as_of=D/index.html and the overview
 
 Months are run with Luigi (``luigi --module pipeline Month --as-of …``), not from here.
 A :class:`~pipeline.errors.PipelineError` is printed as one line ``error: …`` and exits with 2.
@@ -350,6 +351,15 @@ def cmd_feast_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_reports
+
+    settings = _settings(args)
+    for page in write_reports(settings, args.as_of):
+        print(page)
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -428,6 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
         "directory", metavar="DIR", help="the repository folder (made if missing; its two files rewritten)"
     )
     feast.set_defaults(func=cmd_feast_repo)
+
+    report = add(
+        "report",
+        "write the month report (HTML) of every month, or of one",
+        "Write <lake>/reports/as_of=D/index.html for month D (default: every month the lake has a record of, "
+        "published or refused) and the overview <lake>/reports/index.html: the verdict, the checks, the drift of "
+        "every feature vs the previous published month, the tables' counts, churn rate and users over the months, "
+        "the run's timings. Self-contained pages: they open offline. Prints the paths written.",
+    )
+    report.add_argument("--as-of", type=_as_of, metavar="YYYY-MM-DD", help="only this month's page (and the overview)")
+    report.set_defaults(func=cmd_report, as_of=None)
     return parser
 
 

@@ -96,6 +96,22 @@ def _calendar(text: str) -> str:
     return text.strip()
 
 
+def _psi(text: str) -> float:
+    value = _float(text)
+    if not 0 < value < math.inf:
+        raise _Invalid("must be a number greater than 0 (a population stability index; 0.1 is a common warning level)")
+    return value
+
+
+def _psi_or_off(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return _psi(text)
+    except _Invalid:
+        raise _Invalid("must be off or a number greater than 0 (a population stability index, e.g. 0.25)") from None
+
+
 def _name(text: str) -> str:
     if not text.strip():
         raise _Invalid("must not be empty")
@@ -159,6 +175,20 @@ SETTINGS: tuple[Setting, ...] = (
         "which dates may be an as_of: `month_end` (the last day of a month) or `any`",
         _calendar,
     ),
+    Setting(
+        "drift_warn_psi",
+        "0.1",
+        "a feature whose PSI vs the previous published month is over this is a warn-level check of the month "
+        "(greater than 0)",
+        _psi,
+    ),
+    Setting(
+        "drift_fail_psi",
+        "off",
+        "a feature whose PSI is over this refuses the month before publish, like a failed check; `off` or a "
+        "number greater than 0",
+        _psi_or_off,
+    ),
 )
 _KNOWN_KEYS = frozenset(s.key for s in SETTINGS)
 
@@ -204,6 +234,8 @@ class Settings:
     duckdb_threads: int = 0  # 0 = DuckDB's default (all cores)
     lock_timeout: str = "2min"  # how long a publish waits for a consumer's lock (PostgreSQL interval)
     as_of_calendar: str = "month_end"  # which dates may be an as_of: month_end, or any
+    drift_warn_psi: float = 0.1  # a feature drifting more than this (PSI) is a warn-level check
+    drift_fail_psi: float | None = None  # a feature drifting more than this refuses the month; None: never
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
 
     def with_(self, **changes: object) -> Settings:

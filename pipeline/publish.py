@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import duck, lakefs, quality, runs
+from pipeline import drift, duck, lakefs, quality, runs
 from pipeline.config import Settings
 from pipeline.decide import Action
 from pipeline.errors import DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
@@ -108,6 +109,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     check_contract(plan.lake, schema)
     stages, merges = _work_results(plan, schema)
     _check_deletions(settings, plan, schema, merges, options)
+    drift_checks = _start_drift(settings, plan, schema)  # DuckDB over the merged files while PostgreSQL works
     previous_record = published_months(plan.lake).get(plan.previous) if plan.previous else None
     timings: dict[str, float] = {
         "stage": round(sum(s.seconds for s in stages.values()), 3),
@@ -180,6 +182,8 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 failpoint("staging_loaded")
                 t0 = time.perf_counter()
                 report = gate.report()
+                checks, timings["drift"] = drift_checks.result()
+                report.checks.extend(checks)  # recorded (and refusing the month) like the Soda checks
                 timings["checks"] = report.seconds
                 timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
                 record = runs.RunRecord.build(
@@ -223,6 +227,29 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     shutil.rmtree(plan.lake.work(plan.as_of), ignore_errors=True)
     log.info("published %s: %s", plan.as_of, ", ".join(f"{t} {m.rows}" for t, m in merges.items()))
     return record
+
+
+def _start_drift(
+    settings: Settings, plan: MonthPlan, schema: Schema
+) -> Future[tuple[list[quality.CheckResult], float]]:
+    """The drift of every feature vs the previous published month, as checks (:mod:`pipeline.drift`; none
+    for a first month) and the seconds it took, computed in a thread of its own from the merged files,
+    while staging loads and Soda checks: the gate waits for it before its verdict."""
+    result: Future[tuple[list[quality.CheckResult], float]] = Future()
+
+    def compute() -> None:
+        t0 = time.perf_counter()
+        try:
+            merged = {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names}
+            with duck.connect(settings) as con:
+                month = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema)
+            checks = [] if month is None else drift.gate_checks(month, settings.drift_warn_psi, settings.drift_fail_psi)
+            result.set_result((checks, round(time.perf_counter() - t0, 3)))
+        except BaseException as error:  # raised where the gate asks for the result
+            result.set_exception(error)
+
+    threading.Thread(target=compute, name=f"drift-{plan.as_of}", daemon=True).start()
+    return result
 
 
 @contextmanager

@@ -58,6 +58,8 @@ class CheckResult:
 
 
 def _value_text(check: CheckResult) -> str:
+    if check.name.startswith("PSI of "):  # a drift check (pipeline.drift): the value is an index, not rows
+        return f"PSI {check.value}"
     if isinstance(check.value, int | float) and float(check.value).is_integer():
         n = int(check.value)
         return f"{n} row{'s' if n != 1 else ''} broke it" if check.outcome in ("fail", "warn") else str(n)

@@ -186,3 +186,20 @@ def test_a_value_in_range_is_read_with_its_type(key, value, expected):
     luigi_cfg(f"[pipeline]\n{key} = {value}\n")
     read = getattr(load_settings(env={}), key)
     assert read == expected and type(read) is type(expected)
+
+
+def test_drift_thresholds_are_read_and_fail_is_off_by_default():
+    assert (Settings().drift_warn_psi, Settings().drift_fail_psi) == (0.1, None)
+    luigi_cfg("[pipeline]\ndrift_warn_psi = 0.2\ndrift_fail_psi = 0.5\n")
+    settings = load_settings(env={})
+    assert (settings.drift_warn_psi, settings.drift_fail_psi) == (0.2, 0.5)
+
+
+def test_a_bad_drift_threshold_names_the_key_and_what_is_allowed():
+    luigi_cfg("[pipeline]\ndrift_fail_psi = never\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(env={})
+    assert str(error.value) == (
+        "luigi.cfg [pipeline] drift_fail_psi = never: must be off or a number greater than 0 "
+        "(a population stability index, e.g. 0.25)"
+    )
