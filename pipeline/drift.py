@@ -214,17 +214,24 @@ def _binnings(
     return binnings
 
 
+# Median and p95 are shown in the report, never gated on. Above this many rows they come from DuckDB's
+# approx_quantile (a t-digest, in the one streaming scan); at or below it, exactly (quantile_cont, one
+# column at a time: an exact quantile holds the column's values in memory). At 1,000,000 users the exact
+# ones were two of the three sorted passes per numeric column (bench/RESULTS.md, this round).
+EXACT_QUANTILES_UP_TO = 100_000
+
+
 def _side(
     con: duckdb.DuckDBPyConnection, source: str, binnings: Sequence[_Binning]
 ) -> tuple[int, list[dict[int, int]], list[dict[str, float | None]]]:
-    """One month of a table: its rows, every column's count per bin and mean in one scan (streaming
-    aggregates), then the numeric columns' median and p95 one column at a time: an exact quantile holds
-    the column's values in memory (8 bytes a row), and DuckDB cannot spill it."""
+    """One month of a table: its rows, every column's count per bin, mean and approximate median and p95
+    in one scan (streaming aggregates); for a table of at most :data:`EXACT_QUANTILES_UP_TO` rows the
+    median and p95 again, exactly, one column at a time."""
     items = ["count(*)"]
     for b in binnings:
         items.append(f"histogram({b.code_sql})")
         if b.value is not None:
-            items.append(f"avg({b.value})")
+            items += [f"avg({b.value})", f"approx_quantile({b.value}, [0.5, 0.95])"]
     row = con.execute(f"SELECT {', '.join(items)} FROM {source}").fetchone()
     assert row is not None
     rows, i = int(row[0]), 1
@@ -236,12 +243,19 @@ def _side(
         if b.value is None:
             stats.append({})
             continue
-        mean = row[i]
-        i += 1
-        quantiles = con.execute(f"SELECT quantile_cont({b.value}, [0.5, 0.95]) FROM {source}").fetchone()
-        median, p95 = (quantiles[0] if quantiles else None) or [None, None]
-        stats.append({"mean": mean, "median": median, "p95": p95})
+        mean, approx = row[i], row[i + 1]
+        i += 2
+        quantiles = approx
+        if rows <= EXACT_QUANTILES_UP_TO:
+            exact = con.execute(f"SELECT quantile_cont({b.value}, [0.5, 0.95]) FROM {source}").fetchone()
+            quantiles = exact[0] if exact else None
+        median, p95 = quantiles or [None, None]
+        stats.append({"mean": mean, "median": _number(median), "p95": _number(p95)})
     return rows, counts, stats
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _null_share(counts: dict[int, int], total: int) -> float | None:

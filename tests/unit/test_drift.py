@@ -146,3 +146,19 @@ def test_gate_checks_pass_warn_and_fail_by_the_thresholds() -> None:
         "PSI of c vs the previous published month (warn over 0.1, fail over 0.5) "
         "(table usage_agg_30d, column c): PSI 0.6"
     )
+
+
+def test_above_the_exact_threshold_median_and_p95_are_approximate_and_psi_is_unchanged(
+    lake: lakefs.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big tables take median and p95 from approx_quantile in the one scan; the PSI bins stay exact."""
+    from pipeline import drift
+
+    hours = [str(h) for h in range(1, len(USERS) + 1)]
+    shifted = [str(Decimal(h) * Decimal("1.5")) for h in hours]
+    exact = usage_drift(lake, hours, shifted)["watch_hours_30d"]
+    monkeypatch.setattr(drift, "EXACT_QUANTILES_UP_TO", 0)
+    approx = usage_drift(lake, hours, shifted)["watch_hours_30d"]
+    assert approx.psi == exact.psi and [b.after for b in approx.bins] == [b.after for b in exact.bins]
+    assert approx.before["median"] == pytest.approx(exact.before["median"], abs=1.0)
+    assert approx.before["p95"] == pytest.approx(exact.before["p95"], abs=1.0)
