@@ -127,10 +127,9 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
         assert "Traceback" not in stderr
         assert not Lake(lake_root).manifest(JAN).exists()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            assert conn.execute(
-                "SELECT to_regclass('restarted.pipeline_runs') IS NULL OR "
-                "(SELECT count(*) = 0 FROM restarted.pipeline_runs)"
-            ).fetchone()[0]
+            # the consumers' tables are made inside the publish transaction: the restart may leave none
+            if conn.execute("SELECT to_regclass('restarted.pipeline_runs')").fetchone()[0] is not None:
+                assert conn.execute("SELECT count(*) FROM restarted.pipeline_runs").fetchone()[0] == 0
         rerun = subprocess.run(
             [luigi_bin(), "--module", "pipeline", "Month", "--as-of", JAN.isoformat()],
             cwd=PROJECT_ROOT,
