@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import luigi
 import pyarrow as pa
@@ -340,7 +341,15 @@ def write_training_set(
     return dest
 
 
-class OptionalDateParameter(luigi.parameter.OptionalParameterMixin, luigi.DateParameter):  # type: ignore[misc]
+# Luigi's own type information for this mixin differs between releases (3.7 does not declare it, 3.8 does);
+# the [feast] extra resolves Luigi 3.7, so the base is taken as a plain value here.
+_OptionalParameterMixin: Any = getattr(luigi.parameter, "OptionalParameterMixin")  # noqa: B009
+
+
+_NO_DATE: Any = None  # the default of an optional date (typed as Any for the same reason)
+
+
+class OptionalDateParameter(_OptionalParameterMixin, luigi.DateParameter):
     """A date, or None when not given (Luigi has optional int, str, path… parameters, but no date)."""
 
     expected_type = date
@@ -355,7 +364,7 @@ class TrainingSet(luigi.Task):
 
     as_of = luigi.DateParameter(description="the month whose snapshots give the features, e.g. 2024-01-31")
     label_as_of = OptionalDateParameter(
-        default=None, description="a later published month whose labels give churn_label (default: as_of)"
+        default=_NO_DATE, description="a later published month whose labels give churn_label (default: as_of)"
     )
 
     def settings(self) -> Settings:
