@@ -29,7 +29,6 @@ from pipeline.errors import (
     DropErrors,
     LakeStateError,
     PipelineError,
-    PublishedMonthError,
 )
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
@@ -367,10 +366,6 @@ def changed_sources(
         elif stat.st_mtime_ns != before.mtime_ns and (now := sha256_of(path)) != before.sha256:
             changed[table] = (before.sha256, now)
     return changed
-
-
-def refuse_changed_published_month(plan: MonthPlan, changed: dict[str, tuple[str, str]]) -> None:
-    raise PublishedMonthError(decide(plan.as_of, {}, changed, source=plan.source).reason)
 
 
 def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "") -> None:
