@@ -3,8 +3,6 @@
 ``luigi --module pipeline Month --as-of 2024-01-31`` imports this package to find its tasks.
 """
 
-from pipeline.report import Report
-from pipeline.tasks import MergeTable, Month, StageTable
-from pipeline.training import TrainingSet
+from pipeline.tasks import MergeTable, Month, Report, StageTable, TrainingSet
 
 __all__ = ["MergeTable", "Month", "Report", "StageTable", "TrainingSet"]

@@ -244,7 +244,7 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     table = schema.table(table_name)
     check_contract(plan.lake, schema)  # a contract the published months cannot follow: before any work
     out = plan.stage_dir(table_name)
-    with duck.connect(settings) as con:
+    with duck.job(settings) as con:
         result = stage_table(
             con,
             table,
@@ -296,7 +296,7 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             )
     out = plan.merge_dir(table_name)
     staged = StageResult.from_json((plan.stage_dir(table_name) / "result.json").read_text())
-    with duck.connect(settings) as con:
+    with duck.job(settings) as con:
         result = merge_table(
             con,
             table,

@@ -133,7 +133,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
         # autocommit: every transaction is an explicit conn.transaction() block, so "committed" means committed
         with (
             pg.connect(dsn, autocommit=True, lock_timeout=lock_timeout) as conn,
-            duck.connect(settings) as con,
+            duck.job(settings) as con,
             pg.errors_are_clear(dsn, plan.as_of, pg_schema),
             _scratch(plan.lake.work(plan.as_of) / "copy") as scratch,
         ):
@@ -162,7 +162,15 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     scratch,
                     lock_timeout,
                 ) as pub,
-                quality.Gate(dsn, schema, stage, plan.as_of, variables, staged) as gate,
+                quality.Gate(
+                    dsn,
+                    schema,
+                    stage,
+                    plan.as_of,
+                    variables,
+                    staged,
+                    together=sum(m.rows for m in merges.values()) <= quality.ONE_SCAN_MAX_ROWS,
+                ) as gate,
             ):
                 t0 = time.perf_counter()
                 live_rows = pub.live.rows if pub.live else 0
@@ -241,7 +249,7 @@ def _start_drift(
         t0 = time.perf_counter()
         try:
             merged = {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names}
-            with duck.connect(settings) as con:
+            with duck.job(settings) as con:
                 month = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema)
             checks = [] if month is None else drift.gate_checks(month, settings.drift_warn_psi, settings.drift_fail_psi)
             result.set_result((checks, round(time.perf_counter() - t0, 3)))

@@ -19,6 +19,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -278,11 +279,59 @@ def _scan(
     return results
 
 
+def _import_soda() -> None:
+    _disable_soda_telemetry()
+    import soda.scan  # noqa: F401 - about 0.3 s of imports
+
+
+_warming: list[threading.Thread] = []
+
+
+def warm_up() -> None:
+    """Import Soda in a thread of its own, once per process, while a month's steps run: most of the
+    steps' time is DuckDB's, which lets the import's Python run beside it, so the gate does not pay for
+    it when the month is staged (0.3 s of a small month's 1-2 s)."""
+    if not _warming:
+        _warming.append(threading.Thread(target=_import_soda, name="soda-import", daemon=True))
+        _warming[0].start()
+
+
+def _all_succeeded(futures: Iterable[Future[int]]) -> bool:
+    return all(not f.cancelled() and f.exception() is None for f in futures)
+
+
+def _when_all(futures: list[Future[int]], then: Callable[[list[Future[int]]], None]) -> None:
+    """Call ``then(futures)`` once, when the last of ``futures`` is done (resolved, failed or cancelled)."""
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future[int]) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            then(futures)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+
+
+TOGETHER = "every table"  # the key of the one scan of a month checked in one go
+
+# Up to this many rows in a month (all tables), its rules run in one scan once everything is staged:
+# per-table scans overlap the load, but each costs Soda's own set-up and a connection, which is most of
+# a small table's scan (bench/RESULTS.md, "Tuning constants").
+ONE_SCAN_MAX_ROWS = 300_000
+
+
 class Gate:
-    """The checks of one staged month, run as its tables arrive, one Soda scan at a time: a table's
-    rules as soon as its ``staged`` future and the root's are resolved (their partitions committed),
-    then, in :meth:`report`, the rules across tables. Use it as a context manager: leaving the block
-    waits for the scan in progress (its connection holds locks on staging) and cancels the rest."""
+    """The checks of one staged month, one Soda scan at a time on a thread of the gate's own.
+
+    Per table (a large month): a table's rules as soon as its ``staged`` future and the root's are
+    resolved (their partitions committed), overlapping the load of the others, then, in :meth:`report`,
+    the rules across tables. ``together`` (a small month, where that overlap buys less than a scan's own
+    cost): one scan of every rule once every partition committed. Use it as a context manager: leaving the
+    block waits for the scan in progress (its connection holds locks on staging) and cancels the rest."""
 
     def __init__(
         self,
@@ -293,7 +342,10 @@ class Gate:
         variables: dict[str, str],
         staged: dict[str, Future[int]],
         checks_dir: Path = CHECKS_DIR,
+        together: bool = False,
     ) -> None:
+        for thread in _warming:
+            thread.join()  # one import of Soda at a time
         _disable_soda_telemetry()
         logging.getLogger("soda").setLevel(logging.WARNING)
         self._scan = functools.partial(_scan, dsn, staging_schema, as_of, variables)
@@ -306,8 +358,13 @@ class Gate:
         self._lock = threading.Lock()
         self._scans: dict[str, Future[tuple[list[CheckResult], float]]] = {}
         self._root = staged[schema.root.name]
-        for name in schema.table_names:
-            staged[name].add_done_callback(functools.partial(self._when_staged, name))
+        self._together = together
+        self._pool.submit(_import_soda)  # while the first partitions load (if not warmed up already)
+        if together:
+            _when_all(list(staged.values()), self._ready_together)
+        else:
+            for name in schema.table_names:
+                staged[name].add_done_callback(functools.partial(self._when_staged, name))
 
     def __enter__(self) -> Gate:
         return self
@@ -322,24 +379,38 @@ class Gate:
         self._root.add_done_callback(functools.partial(self._ready, name, table))
 
     def _ready(self, name: str, *staged: Future[int]) -> None:
-        if any(f.cancelled() or f.exception() is not None for f in staged):
+        if not _all_succeeded(staged):
             return  # the load failed: the publish is failing, nothing to check
+        self._submit(name, self._table_rules(name))
+
+    def _ready_together(self, staged: list[Future[int]]) -> None:
+        if _all_succeeded(staged):
+            rules = [rule for name in self._schema.table_names for rule in self._table_rules(name)]
+            self._submit(TOGETHER, rules + self._rules_across())
+
+    def _table_rules(self, name: str) -> list[tuple[str, str]]:
         sodacl = [(generated_table_checks(self._schema.table(name)), "generated from sql/schema.sql")]
-        sodacl += [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(name, [])]
+        return sodacl + [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(name, [])]
+
+    def _rules_across(self) -> list[tuple[str, str]]:
+        return [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(None, [])]
+
+    def _submit(self, key: str, sodacl: list[tuple[str, str]]) -> None:
         with self._lock, contextlib.suppress(RuntimeError):  # RuntimeError: the gate is closed
-            self._scans[name] = self._pool.submit(self._timed, sodacl)
+            self._scans[key] = self._pool.submit(self._timed, sodacl)
 
     def report(self) -> GateReport:
         """Wait for the tables' scans (every table is staged by now), run the rules across tables, and
         return every result, table by table in schema order, the rules across tables last."""
+        keys = [TOGETHER] if self._together else self._schema.table_names
         with self._lock:
-            missing = [name for name in self._schema.table_names if name not in self._scans]
+            missing = [key for key in keys if key not in self._scans]
             if missing:
                 raise RuntimeError(f"quality gate: report() before {', '.join(missing)} was staged")
-            scans = [self._scans[name] for name in self._schema.table_names]
-        sodacl = [(path.read_text(encoding="utf-8"), str(path)) for path in self._files.get(None, [])]
-        if sodacl:
-            scans.append(self._pool.submit(self._timed, sodacl))
+            scans = [self._scans[key] for key in keys]
+        across = [] if self._together else self._rules_across()
+        if across:
+            scans.append(self._pool.submit(self._timed, across))
         outcomes = [scan.result() for scan in scans]
         checks = [self._explained(c) for results, _ in outcomes for c in results]
         report = GateReport(checks, round(sum(s for _, s in outcomes), 3))

@@ -26,10 +26,9 @@ from html import escape
 from pathlib import Path
 
 import duckdb
-import luigi
 
 from pipeline import drift, duck, lakefs, svg
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.runs import MonthRecord, RunRecord, RunStore
 from pipeline.schema import Schema, load_schema
@@ -376,30 +375,3 @@ def is_current(lake_root: Path, as_of: date) -> bool:
         return False
     records = [p.stat().st_mtime_ns for p in (Path(lake_root) / "runs").glob("as_of=*/**/*.json")]
     return min(p.stat().st_mtime_ns for p in pages) >= max(records, default=0)
-
-
-class Report(luigi.Task):
-    """The month report of D (and the overview), written to <lake>/reports/. Requires no task: it reports
-    what the lake holds about D, published or refused; complete while no run record is newer than it."""
-
-    as_of = luigi.DateParameter(description="the month to report on, e.g. 2024-02-29")
-
-    def settings(self) -> Settings:
-        from pipeline.tasks import configure_logging
-
-        configure_logging()
-        return load_settings()
-
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(month_page(self.settings().lake_root, self.as_of)))
-
-    def complete(self) -> bool:
-        return is_current(self.settings().lake_root, self.as_of)
-
-    def run(self) -> None:
-        write_reports(self.settings(), self.as_of)
-
-    def on_failure(self, exception: BaseException) -> str:
-        if isinstance(exception, PipelineError):
-            return str(exception)
-        return super().on_failure(exception)

@@ -129,7 +129,10 @@ class Schema:
         return roots[0]
 
 
+@functools.lru_cache(maxsize=64)
 def parse_schema(sql_text: str, source: str = "schema.sql") -> Schema:
+    """The tables of a contract's text (parsed once per text: a month's steps read the published contract
+    many times, and a Schema is immutable)."""
     tables = []
     for statement in sqlglot.parse(sql_text, read="postgres"):
         if statement is None:

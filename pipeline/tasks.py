@@ -10,12 +10,16 @@ whatever folder it came from.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 import luigi
 
-from pipeline import lakefs, publish
+from pipeline import lakefs
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.decide import Action, Decision
@@ -183,6 +187,9 @@ class _MonthParams(luigi.Task):
         return months.decide_month(plan, self.as_of, published, replace=replace, as_dependency=as_dependency)
 
     def run_step(self, step: Callable[[Settings, months.MonthPlan, str], object], table: str) -> None:
+        from pipeline import quality
+
+        quality.warm_up()  # the gate's imports, beside the steps
         plan = self.plan()
         with lakefs.month_lock(plan.lake, self.as_of, exclusive=False):
             decision = self.decision()
@@ -292,6 +299,8 @@ class Month(_MonthParams):
         if decision.action is Action.REFUSE:
             raise PublishedMonthError(decision.reason)
         log.info("%s", decision.reason)
+        from pipeline import publish  # the publish path (PostgreSQL, Soda, drift) only when a month is built
+
         options = publish.PublishOptions(
             confirm_deletions=self.confirm_deletions, replace=decision.action is Action.REPLACE
         )
@@ -315,3 +324,95 @@ class Backfill(luigi.WrapperTask):
         if not configured:
             raise PipelineError(f"no month configured in luigi.cfg [months] between {self.start} and {self.end}")
         return [Month(as_of=d) for d in configured]
+
+
+class Report(luigi.Task):
+    """The month report of D (and the overview), written to <lake>/reports/ (:mod:`pipeline.report`).
+    Requires no task: it reports what the lake holds about D, published or refused; complete while no run
+    record is newer than it."""
+
+    as_of = luigi.DateParameter(description="the month to report on, e.g. 2024-02-29")
+
+    def settings(self) -> Settings:
+        configure_logging()
+        return load_settings()
+
+    def output(self) -> luigi.LocalTarget:
+        from pipeline.report import month_page
+
+        return luigi.LocalTarget(str(month_page(self.settings().lake_root, self.as_of)))
+
+    def complete(self) -> bool:
+        from pipeline.report import is_current
+
+        return is_current(self.settings().lake_root, self.as_of)
+
+    def run(self) -> None:
+        from pipeline.report import write_reports
+
+        write_reports(self.settings(), self.as_of)
+
+    def on_failure(self, exception: BaseException) -> str:
+        if isinstance(exception, PipelineError):
+            return str(exception)
+        return super().on_failure(exception)
+
+
+# Luigi's own type information for this mixin differs between releases (3.7 does not declare it, 3.8 does);
+# the [feast] extra resolves Luigi 3.7, so the base is taken as a plain value here.
+_OptionalParameterMixin: Any = getattr(luigi.parameter, "OptionalParameterMixin")  # noqa: B009
+
+
+_NO_DATE: Any = None  # the default of an optional date (typed as Any for the same reason)
+
+
+class OptionalDateParameter(_OptionalParameterMixin, luigi.DateParameter):
+    """A date, or None when not given (Luigi has optional int, str, path… parameters, but no date)."""
+
+    expected_type = date
+
+
+class TrainingSet(luigi.Task):
+    """The point-in-time training set of a published month, written to <lake>/training/as_of=D/
+    (:mod:`pipeline.training`).
+
+    Requires no task: D (and L) must already be published; the task fails with a message saying which
+    Month to run otherwise. It is complete when its metadata.json names the run ids that are published
+    now, so a month replaced by a correction gets its training set rebuilt."""
+
+    as_of = luigi.DateParameter(description="the month whose snapshots give the features, e.g. 2024-01-31")
+    label_as_of = OptionalDateParameter(
+        default=_NO_DATE, description="a later published month whose labels give churn_label (default: as_of)"
+    )
+
+    def settings(self) -> Settings:
+        configure_logging()
+        return load_settings()
+
+    def output(self) -> luigi.LocalTarget:
+        from pipeline.training import output_dir
+
+        return luigi.LocalTarget(
+            str(output_dir(self.settings().lake_root, self.as_of, self.label_as_of) / "metadata.json")
+        )
+
+    def complete(self) -> bool:
+        path = Path(self.output().path)
+        if not path.exists():
+            return False
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
+        published = {
+            d.isoformat(): r.run_id for d, r in months.published_months(Lake(self.settings().lake_root)).items()
+        }
+        return bool(recorded) and all(published.get(s["as_of"]) == s["run_id"] for s in recorded.values())
+
+    def run(self) -> None:
+        from pipeline.training import write_training_set
+
+        settings = self.settings()
+        write_training_set(settings.lake_root, self.as_of, self.label_as_of, settings)
+
+    def on_failure(self, exception: BaseException) -> str:
+        if isinstance(exception, PipelineError):
+            return str(exception)
+        return super().on_failure(exception)

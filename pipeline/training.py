@@ -26,9 +26,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
-import luigi
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -339,58 +337,3 @@ def write_training_set(
         dest / "data.parquet",
     )
     return dest
-
-
-# Luigi's own type information for this mixin differs between releases (3.7 does not declare it, 3.8 does);
-# the [feast] extra resolves Luigi 3.7, so the base is taken as a plain value here.
-_OptionalParameterMixin: Any = getattr(luigi.parameter, "OptionalParameterMixin")  # noqa: B009
-
-
-_NO_DATE: Any = None  # the default of an optional date (typed as Any for the same reason)
-
-
-class OptionalDateParameter(_OptionalParameterMixin, luigi.DateParameter):
-    """A date, or None when not given (Luigi has optional int, str, path… parameters, but no date)."""
-
-    expected_type = date
-
-
-class TrainingSet(luigi.Task):
-    """The point-in-time training set of a published month, written to <lake>/training/as_of=D/.
-
-    Requires no task: D (and L) must already be published; the task fails with a message saying which
-    Month to run otherwise. It is complete when its metadata.json names the run ids that are published
-    now, so a month replaced by a correction gets its training set rebuilt."""
-
-    as_of = luigi.DateParameter(description="the month whose snapshots give the features, e.g. 2024-01-31")
-    label_as_of = OptionalDateParameter(
-        default=_NO_DATE, description="a later published month whose labels give churn_label (default: as_of)"
-    )
-
-    def settings(self) -> Settings:
-        from pipeline.tasks import configure_logging
-
-        configure_logging()
-        return load_settings()
-
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(
-            str(output_dir(self.settings().lake_root, self.as_of, self.label_as_of) / "metadata.json")
-        )
-
-    def complete(self) -> bool:
-        path = Path(self.output().path)
-        if not path.exists():
-            return False
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
-        published = {d.isoformat(): r.run_id for d, r in RunStore(Path(self.settings().lake_root)).published().items()}
-        return bool(recorded) and all(published.get(s["as_of"]) == s["run_id"] for s in recorded.values())
-
-    def run(self) -> None:
-        settings = self.settings()
-        write_training_set(settings.lake_root, self.as_of, self.label_as_of, settings)
-
-    def on_failure(self, exception: BaseException) -> str:
-        if isinstance(exception, PipelineError):
-            return str(exception)
-        return super().on_failure(exception)

@@ -503,10 +503,39 @@ def test_a_tables_checks_run_while_later_tables_still_load(settings, pg, pg_sche
 
     monkeypatch.setattr(quality, "_scan", scan)
     monkeypatch.setattr(staging, "_load_table", load)
+    monkeypatch.setattr(quality, "ONE_SCAN_MAX_ROWS", 0)  # the sample month is small: check it table by table
     record = run_month(settings, JAN)
     assert record.checks is not None and record.checks.failed == 0 and record.checks.passed > 0
     for table in SCHEMA.table_names:
         assert table_rows(pg, pg_schema, table) == lake_rows(settings.lake_root, table, JAN), table
+
+
+def test_a_small_month_is_checked_in_one_scan_with_the_same_checks_as_table_by_table(settings, pg_dsn, monkeypatch):
+    """Below ONE_SCAN_MAX_ROWS every rule runs in one Soda scan once the month is staged; above it, one
+    scan per table and one across tables. Either way the same checks run, with the same outcomes."""
+    from pipeline import quality
+
+    scans: list[int] = []
+    original_scan = quality._scan
+
+    def scan(dsn, staging_schema, as_of, variables, sodacl):
+        scans.append(len(sodacl))
+        return original_scan(dsn, staging_schema, as_of, variables, sodacl)
+
+    monkeypatch.setattr(quality, "_scan", scan)
+    outcomes = {}
+    for limit in (10**9, 0):
+        monkeypatch.setattr(quality, "ONE_SCAN_MAX_ROWS", limit)
+        scans.clear()
+        schema = f"gate_{'one' if limit else 'per_table'}"
+        run = settings.with_(lake_root=settings.lake_root / schema, postgres=PostgresSettings(pg_dsn, schema))
+        record = run_month(run, JAN)
+        assert record.checks is not None
+        outcomes[limit] = sorted((c["name"], c["outcome"]) for c in record.checks.to_json()["checks"])
+        expected_scans = 1 if limit else len(SCHEMA.table_names) + 1
+        assert len(scans) == expected_scans, (limit, scans)
+    assert outcomes[10**9] == outcomes[0]
+    assert len(outcomes[0]) > 30 and {outcome for _, outcome in outcomes[0]} == {"pass"}
 
 
 def test_the_gate_scans_in_a_session_that_merges_keys_on_one_process(pg, pg_dsn: str, pg_schema: str):
