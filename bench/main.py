@@ -1,15 +1,32 @@
-"""``python -m bench``: the pipeline against the baseline, the peer and the floor, month by month.
+"""``python -m bench``: the month command against the baseline, the peer and the floor, at each size of a sweep.
 
-Every timed run is a separate process (see :mod:`bench.measure`). Order per month: pipeline, rerun of
-the published month through Luigi (a no-op), baseline, peer, floor; a VACUUM (ANALYZE) and a
-CHECKPOINT before each timed run, so no run pays for the previous ones' autovacuum or dirty buffers.
-After the generated months, the last month's files are ingested again as the following month
-(``--nochange``, on by default): nothing changed, so the live-table sync should cost next to nothing.
+    python -m bench                              # --sizes 7000,100000,1000000, 3 months each + a no-change month
+    python -m bench --sizes 1000,3000 --months 2
+    python -m bench --users 20000                # one size: short for --sizes 20000
+
+Each size runs on fresh state: its own generated drops, its own PostgreSQL database (:mod:`bench.pg`),
+fresh lakes. Every timed run is a separate process (see :mod:`bench.measure`). Order per month:
+
+- pipeline: the whole command a user runs, ``luigi --module pipeline Month --as-of D --source DIR``
+  (interpreter, imports and Luigi's scheduling included); the stage timings come from the run record
+  it publishes (``<lake>/runs/as_of=D/manifest.json``);
+- rerun: the same command again on the published month (a no-op);
+- baseline, peer, floor (:mod:`bench.run_baseline`, :mod:`bench.run_peer`, :mod:`bench.run_floor`).
+
+A VACUUM (ANALYZE) and a CHECKPOINT run before each timed run, so no run pays for the previous ones'
+autovacuum or dirty buffers. After the generated months, the last month's files are ingested again as
+the following month (``--nochange``, on by default): nothing changed, so the live-table sync should cost
+next to nothing.
+
+Luigi runs in a folder of the bench's whose luigi.cfg is the repository's without its ``[months]``
+section (see :func:`luigi_folder`). ``--trace-sql`` adds, after the timed runs, one sequence of
+``bench.run_pipeline`` (``run_month`` in-process, every SQL statement timed): a profile, not a timed run.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import logging
 import os
@@ -22,6 +39,7 @@ import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 from bench import contract, measure, pg, report
 from bench import drops as drops_mod
@@ -30,19 +48,46 @@ log = logging.getLogger("bench")
 
 REPO = Path(__file__).resolve().parent.parent
 SKIPPABLE = ("baseline", "peer", "floor", "rerun")
+DEFAULT_SIZES = (7_000, 100_000, 1_000_000)
+# the manifest's timings that follow one another; the rest of a run's wall time is interpreter, imports,
+# Luigi's scheduling and the lake's bookkeeping (the other keys overlap these: checks_after_staging, …)
+SERIAL_TIMINGS = ("stage", "merge", "load_staging", "checks", "sync")
+
+
+class BenchMonth(NamedTuple):
+    as_of: str
+    label: str  # first, following, nochange
+    source: Path
+
+
+def _sizes(text: str) -> list[int]:
+    """``7000,100000,1_000_000`` -> [7000, 100000, 1000000]."""
+    try:
+        sizes = [int(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers of users, e.g. 7000,100000") from None
+    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more different numbers of users, each >= 1")
+    return sizes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=1_000_000, help="users in month 0 (default 1,000,000)")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        help=f"users in month 0 of each size, run one after the other (default {','.join(map(str, DEFAULT_SIZES))})",
+    )
+    p.add_argument("--users", type=int, default=None, help="one size: short for --sizes N")
     p.add_argument("--months", type=int, default=3, help="generated months (default 3)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="work folder (default bench/out/)")
-    p.add_argument("--json", type=Path, default=None, help="results file (default <out>/results-<users>.json)")
+    p.add_argument("--json", type=Path, default=None, help="results file (default <out>/results-<size>-<size>….json)")
     p.add_argument(
         "--dsn",
         default=os.environ.get("POSTGRES_DSN") or pg.DEFAULT_SERVER_DSN,
-        help="server to create the run's database on (default $POSTGRES_DSN or %(default)s)",
+        help="server to create each size's database on (default $POSTGRES_DSN or %(default)s)",
     )
     p.add_argument(
         "--repeat",
@@ -66,7 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--trace-sql",
         action="store_true",
-        help="after the timed runs, profile one extra pipeline sequence with every SQL statement timed",
+        help="after the timed runs, profile one extra in-process pipeline sequence with every SQL statement "
+        "timed (not a timed run)",
     )
     p.add_argument(
         "--wait-idle",
@@ -77,14 +123,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "machine's CPU use over one second is below PCT%% (default 0: do not wait)",
     )
     p.add_argument("--wait-idle-max", type=float, default=180)
-    p.add_argument("--keep", action="store_true", help="keep the database, lakes and dlt folders")
+    p.add_argument("--keep", action="store_true", help="keep the databases, lakes and dlt folders")
     args = p.parse_args(argv)
+    if args.users is not None and args.sizes is not None:
+        p.error("--users N is short for --sizes N: give one of them")
+    if args.users is not None and args.users < 1:
+        p.error("--users must be >= 1")
+    args.sizes = [args.users] if args.users is not None else args.sizes or list(DEFAULT_SIZES)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = args.skip - set(SKIPPABLE)
     if unknown:
         p.error(f"--skip: unknown part(s) {sorted(unknown)}; choose from {', '.join(SKIPPABLE)}")
-    if args.users < 1 or args.months < 1 or args.repeat < 1 or args.short_repeat < 1:
-        p.error("--users, --months, --repeat and --short-repeat must be >= 1")
+    if args.months < 1 or args.repeat < 1 or args.short_repeat < 1:
+        p.error("--months, --repeat and --short-repeat must be >= 1")
     return args
 
 
@@ -126,7 +177,26 @@ def machine_info(server: dict) -> dict:
     }
 
 
+def luigi_folder(folder: Path) -> Path:
+    """A folder to run Luigi in: its luigi.cfg is the repository's ([core], [retcode], [pipeline]) without
+    ``[months]``. Luigi reads luigi.cfg from the current directory and adds LUIGI_CONFIG_PATH on top, so
+    the repository root would bring the seed months along, and Month(D) builds on the latest earlier
+    as_of configured there or published in the lake: a configured month the bench did not publish would
+    be ingested first, inside the timed run."""
+    config = configparser.RawConfigParser()
+    config.optionxform = str  # keys as written
+    config.read(REPO / "luigi.cfg")
+    config.remove_section("months")
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "luigi.cfg").open("w") as f:
+        f.write(f"# written by the bench: {REPO / 'luigi.cfg'} without its [months] section\n")
+        config.write(f)
+    return folder
+
+
 class Bench:
+    """The timed runs of one size, on its database; lakes and dlt folders under ``work``."""
+
     def __init__(self, args: argparse.Namespace, dsn: str, work: Path, logs: Path) -> None:
         self.args = args
         self.dsn = dsn
@@ -141,6 +211,7 @@ class Bench:
         self.python = sys.executable
         luigi_bin = Path(sys.executable).parent / "luigi"
         self.luigi = str(luigi_bin) if luigi_bin.exists() else (shutil.which("luigi") or "luigi")
+        self.luigi_cwd = luigi_folder(work / "luigi")
         self.failures: list[str] = []
         self.tables = contract.dump(work / "tables.json")
 
@@ -156,10 +227,10 @@ class Bench:
                 break
         return round(time.perf_counter() - started, 1)
 
-    def timed(self, name: str, cmd: list[str], env: dict | None = None) -> dict:
+    def timed(self, name: str, cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> dict:
         settled = pg.settle(self.dsn)
         waited = self.wait_idle()
-        m = measure.run(cmd, env=env or self.env, cwd=REPO, log_path=self.logs / f"{name}.log")
+        m = measure.run(cmd, env=env or self.env, cwd=cwd, log_path=self.logs / f"{name}.log")
         d = m.to_dict()
         d["waited_idle_s"] = waited
         d["settle_s"] = settled
@@ -178,45 +249,50 @@ class Bench:
             self.failures.append(f"{name}: exit {m.returncode}, log {m.log}")
         return d
 
-    # --- the five runs ---------------------------------------------------------------------------
+    # --- the month command, as a user runs it -------------------------------------------------------
 
-    def pipeline(self, rep: int, as_of: str, source: Path, trace: Path | None = None) -> dict:
-        cmd = [
-            self.python,
-            "-m",
-            "bench.run_pipeline",
-            "--as-of",
-            as_of,
-            "--source",
-            str(source),
-            "--lake",
-            str(self.lake(rep)),
-            "--dsn",
-            self.dsn,
-            "--schema",
-            f"pipeline_r{rep}",
-        ]
-        if trace:
-            cmd += ["--trace-sql", str(trace)]
-        return self.timed(f"r{rep}-{as_of}-pipeline" + ("-traced" if trace else ""), cmd)
+    def month_command(self, as_of: str, source: Path) -> list[str]:
+        return [self.luigi, "--module", "pipeline", "Month", "--as-of", as_of, "--source", str(source)]
 
-    def rerun(self, rep: int, as_of: str, source: Path, k: int) -> dict:
-        env = {
-            **self.env,
+    def luigi_env(self, rep: int) -> dict:
+        """The environment of the month command: the sequence's lake and schema on this size's database;
+        an inherited LUIGI_CONFIG_PATH left out (see :func:`luigi_folder`)."""
+        env = {k: v for k, v in self.env.items() if k != "LUIGI_CONFIG_PATH"}
+        return {
+            **env,
             "LAKE_ROOT": str(self.lake(rep)),
             "POSTGRES_DSN": self.dsn,
             "POSTGRES_SCHEMA": f"pipeline_r{rep}",
         }
-        manifest = self.manifest_path(rep, as_of)
-        before = json.loads(manifest.read_text())["run_id"] if manifest.exists() else None
-        cmd = [self.luigi, "--module", "pipeline", "Month", "--as-of", as_of, "--source", str(source)]
-        d = self.timed(f"r{rep}-{as_of}-rerun{k}", cmd, env)
+
+    def run_month_command(self, name: str, rep: int, as_of: str, source: Path) -> dict:
+        return self.timed(name, self.month_command(as_of, source), self.luigi_env(rep), cwd=self.luigi_cwd)
+
+    # --- the five runs ---------------------------------------------------------------------------
+
+    def pipeline(self, rep: int, as_of: str, source: Path) -> tuple[dict, dict | None]:
+        """The month command on a month not yet published, and the run record it published (None when
+        it did not publish one: then the run counts as failed even if Luigi exited 0)."""
+        before = self.published_record(rep, as_of)
+        name = f"r{rep}-{as_of}-pipeline"
+        d = self.run_month_command(name, rep, as_of, source)
+        record = self.published_record(rep, as_of)
+        published = record is not None and (before is None or record["run_id"] != before["run_id"])
+        if d["returncode"] == 0 and not published:
+            self.failures.append(f"{name}: exit 0 but no new published run record, log {d['log']}")
+            d["returncode"] = 98
+        return d, record if d["returncode"] == 0 else None
+
+    def rerun(self, rep: int, as_of: str, source: Path, k: int) -> dict:
+        before = self.published_record(rep, as_of)
+        d = self.run_month_command(f"r{rep}-{as_of}-rerun{k}", rep, as_of, source)
         text = Path(d["log"]).read_text(errors="replace")
-        after = json.loads(manifest.read_text())["run_id"] if manifest.exists() else None
+        after = self.published_record(rep, as_of)
         d["noop"] = (
             d["returncode"] == 0
             and before is not None
-            and before == after
+            and after is not None
+            and before["run_id"] == after["run_id"]
             and "complete ones were encountered" in text
             and "ran successfully" not in text
         )
@@ -295,9 +371,15 @@ class Bench:
     def manifest_path(self, rep: int, as_of: str) -> Path:
         return self.lake(rep) / "runs" / f"as_of={as_of}" / "manifest.json"
 
+    def published_record(self, rep: int, as_of: str) -> dict | None:
+        """The month's published run record in the sequence's lake, None while there is none."""
+        path = self.manifest_path(rep, as_of)
+        record = json.loads(path.read_text()) if path.exists() else None
+        return record if record and record.get("status") == "published" else None
+
     # --- a whole sequence of months ----------------------------------------------------------------
 
-    def sequence(self, rep: int, months: list[tuple[str, str, Path]], samples: dict) -> None:
+    def sequence(self, rep: int, months: list[BenchMonth], samples: dict) -> None:
         skip = self.args.skip
         if "baseline" not in skip:
             setup = self.timed(
@@ -321,28 +403,12 @@ class Bench:
         for index, (as_of, label, source) in enumerate(months):
             s = samples.setdefault(index, {t: [] for t in report.TOOLS})
             s.setdefault("extra", [])
-            p = self.pipeline(rep, as_of, source)
+            p, record = self.pipeline(rep, as_of, source)
             s["pipeline"].append(p)
-            extra: dict = {"rep": rep}
-            if p["returncode"] != 0:
+            if record is None:
                 log.error("pipeline failed on %s: the rest of sequence %d cannot run", as_of, rep)
-                s["extra"].append(extra)
                 return
-            record = json.loads(self.manifest_path(rep, as_of).read_text())
-            extra["timings"] = record.get("timings", {})
-            extra["changes"] = record.get("tables", {})
-            extra["steps"] = report.step_timings(Path(p["log"]).read_text(errors="replace"))
-            inner = _last_json_line(Path(p["log"])) or {}
-            extra["import_s"] = inner.get("import_s")
-            extra["run_month_s"] = inner.get("run_month_s")
-            extra["other_s"] = round(
-                p["wall_s"]
-                - sum(
-                    v for k, v in extra["timings"].items() if k in ("stage", "merge", "load_staging", "checks", "sync")
-                ),
-                3,
-            )
-            s["extra"].append(extra)
+            s["extra"].append(pipeline_extra(rep, p, record))
             if "rerun" not in skip:
                 for k in range(self.args.short_repeat):
                     s["rerun"].append(self.rerun(rep, as_of, source, k))
@@ -360,6 +426,50 @@ class Bench:
                     r = self.floor(rep, as_of, source, k)
                     r["inner"] = _last_json_line(Path(r["log"])) if r["returncode"] == 0 else None
                     s["floor"].append(r)
+
+    def profile_sql(self, months: list[BenchMonth]) -> dict:
+        """Not a timed run: one more sequence, on a fresh lake and schema, of ``bench.run_pipeline``
+        (``run_month`` in-process, which it needs to time every SQL statement psycopg sends); per month
+        the seconds by category (:func:`summarize_sql_trace`)."""
+        rep = self.args.repeat  # after the timed sequences' lakes and schemas
+        summary: dict = {}
+        for as_of, _, source in months:
+            trace = self.logs / f"sql-trace-{as_of}.jsonl"
+            cmd = [
+                self.python,
+                "-m",
+                "bench.run_pipeline",
+                "--as-of",
+                as_of,
+                "--source",
+                str(source),
+                "--lake",
+                str(self.lake(rep)),
+                "--dsn",
+                self.dsn,
+                "--schema",
+                f"pipeline_r{rep}",
+                "--trace-sql",
+                str(trace),
+            ]
+            if self.timed(f"r{rep}-{as_of}-sql-profile-not-timed", cmd)["returncode"] != 0:
+                break
+            summary[as_of] = summarize_sql_trace(trace) if trace.exists() else None
+        return summary
+
+
+def pipeline_extra(rep: int, run: dict, record: dict) -> dict:
+    """What the report shows of a pipeline run besides wall time and memory: the run record's stage
+    timings and changed rows, the per-table steps of its log, and the rest of the wall time."""
+    timings = record.get("timings", {})
+    return {
+        "rep": rep,
+        "run_id": record["run_id"],
+        "timings": timings,
+        "changes": record.get("tables", {}),
+        "steps": report.step_timings(Path(run["log"]).read_text(errors="replace")),
+        "other_s": round(run["wall_s"] - sum(v for k, v in timings.items() if k in SERIAL_TIMINGS), 3),
+    }
 
 
 def _last_json_line(path: Path) -> dict | None:
@@ -450,6 +560,102 @@ def summarize_sql_trace(path: Path, top: int = 12) -> dict:
     }
 
 
+# --- one size of the sweep --------------------------------------------------------------------------
+
+
+def bench_months(args: argparse.Namespace, users: int, out: Path) -> tuple[list[BenchMonth], dict]:
+    """The size's months (its drops, generated unless already there) and what the generator reported."""
+    drops, gen_info = drops_mod.ensure_drops(out, users, args.months, args.seed)
+    months = [BenchMonth(d.isoformat(), "first" if i == 0 else "following", f) for i, (d, f) in enumerate(drops)]
+    if args.nochange:
+        d, f = drops_mod.nochange_drop(drops[-1])
+        months.append(BenchMonth(d.isoformat(), "nochange", f))
+    return months, gen_info
+
+
+def month_results(index: int, month: BenchMonth, s: dict) -> dict:
+    """One month of a size: medians of each tool's runs, the ratios, the pipeline's stages, every sample."""
+    rows = drops_mod.table_rows(month.source)
+    runs = {t: report.median_run(s[t]) for t in report.TOOLS if s[t]}
+    extras = s["extra"]
+    return {
+        "index": index,
+        "as_of": month.as_of,
+        "label": month.label,
+        "source": str(month.source),
+        "rows": rows,
+        "total_rows": sum(rows.values()),
+        "runs": runs,
+        "ratios": report.ratios(runs),
+        "pipeline_timings": _median_dict([e["timings"] for e in extras]),
+        "pipeline_other_s": _median_or_none([e["other_s"] for e in extras]),
+        "pipeline_steps": _median_nested([e["steps"] for e in extras]),
+        "pipeline_changes": extras[0]["changes"] if extras else {},
+        "baseline_inner": _median_nested([r["inner"]["timings"] for r in s["baseline"] if r.get("inner")]),
+        "peer_inner": _median_nested([r["inner"]["timings"] for r in s["peer"] if r.get("inner")]),
+        "floor_inner": _median_dict([r["inner"]["timings"] for r in s["floor"] if r.get("inner")]),
+        "samples": {t: s[t] for t in report.TOOLS if s[t]},
+    }
+
+
+def run_size(args: argparse.Namespace, users: int, out: Path, stamp: str) -> dict:
+    """Every sequence of one size on fresh state (its drops, its database, fresh lakes); its results."""
+    months, gen_info = bench_months(args, users, out)
+    work = out / f"work-{users}-{stamp}"
+    logs = out / f"logs-{users}-{stamp}"
+    work.mkdir(parents=True)
+    db_name, dsn = pg.create_database(args.dsn, str(users))
+    log.info("=== %s users: database %s on %s; work folder %s; logs %s", f"{users:,}", db_name, args.dsn, work, logs)
+    bench = Bench(args, dsn, work, logs)
+    samples: dict = {}
+    sql_trace = None
+    try:
+        for rep in range(args.repeat):
+            log.info("--- %s users: sequence %d of %d ---", f"{users:,}", rep + 1, args.repeat)
+            bench.sequence(rep, months, samples)
+        if args.trace_sql:
+            sql_trace = bench.profile_sql(months)
+    finally:
+        if not args.keep:
+            pg.drop_database(args.dsn, db_name)
+            shutil.rmtree(work, ignore_errors=True)
+    return {
+        "users": users,
+        "months_planned": len(months),
+        "generated_months": args.months,
+        "drops": gen_info,
+        "logs": str(logs),
+        "months": [month_results(i, m, samples[i]) for i, m in enumerate(months) if i in samples],
+        "sql_trace": sql_trace,
+        "failures": bench.failures,
+    }
+
+
+# --- the sweep --------------------------------------------------------------------------------------
+
+
+def print_summary(command: str, info: dict, sizes: list[dict], targets: list[dict], json_path: Path) -> None:
+    print()
+    print(
+        f"{command}   ({info['nproc']} cores, {info['memory_gib']} GiB, "
+        f"{info['postgresql']['version'].split(' on ')[0]})"
+    )
+    for size in sizes:
+        print()
+        print(report.format_size(size))
+    print()
+    print(report.format_targets(targets))
+    for size in sizes:
+        for as_of, summary in (size["sql_trace"] or {}).items():
+            if summary:
+                print(
+                    f"\nSQL trace of {as_of}, {size['users']:,} users (profiling run, not timed; seconds by category):"
+                )
+                for category, seconds in summary["seconds_by_category"].items():
+                    print(f"  {seconds:8.2f}  {category}")
+    print(f"\nresults: {json_path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -458,80 +664,20 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    json_path = (args.json or out / f"results-{args.users}.json").resolve()
+    json_path = (args.json or out / f"results-{'-'.join(map(str, args.sizes))}.json").resolve()
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-
-    drops, gen_info = drops_mod.ensure_drops(out, args.users, args.months, args.seed)
-    months: list[tuple[str, str, Path]] = [
-        (d.isoformat(), "first" if i == 0 else "following", f) for i, (d, f) in enumerate(drops)
-    ]
-    if args.nochange:
-        d, f = drops_mod.nochange_drop(drops[-1])
-        months.append((d.isoformat(), "nochange", f))
-    rows = {as_of: drops_mod.table_rows(folder) for as_of, _, folder in months}
-
     stamp = started.strftime("%Y%m%dT%H%M%S")
-    work = out / f"work-{args.users}-{stamp}"
-    logs = out / f"logs-{args.users}-{stamp}"
-    work.mkdir(parents=True)
-    db_name, dsn = pg.create_database(args.dsn, str(args.users))
-    log.info("database %s on %s; work folder %s; logs %s", db_name, args.dsn, work, logs)
-    bench = Bench(args, dsn, work, logs)
-    samples: dict = {}
-    trace_summary = None
-    try:
-        info = machine_info(pg.server_info(dsn))
-        for rep in range(args.repeat):
-            log.info("--- sequence %d of %d ---", rep + 1, args.repeat)
-            bench.sequence(rep, months, samples)
-        if args.trace_sql:
-            trace_summary = {}
-            rep = args.repeat  # a fresh lake and schema, untimed for the results
-            for as_of, _, source in months:
-                trace = logs / f"sql-trace-{as_of}.jsonl"
-                if bench.pipeline(rep, as_of, source, trace=trace)["returncode"] != 0:
-                    break
-                trace_summary[as_of] = summarize_sql_trace(trace) if trace.exists() else None
-    finally:
-        if not args.keep:
-            pg.drop_database(args.dsn, db_name)
-            shutil.rmtree(work, ignore_errors=True)
 
-    results_months = []
-    for index, (as_of, label, folder) in enumerate(months):
-        s = samples.get(index)
-        if s is None:
-            continue
-        runs = {t: report.median_run(s[t]) for t in report.TOOLS if s[t]}
-        extras = [e for e in s["extra"] if "timings" in e]
-        month = {
-            "index": index,
-            "as_of": as_of,
-            "label": label,
-            "source": str(folder),
-            "rows": rows[as_of],
-            "total_rows": sum(rows[as_of].values()),
-            "runs": runs,
-            "ratios": report.ratios(runs),
-            "pipeline_timings": _median_dict([e["timings"] for e in extras]),
-            "pipeline_other_s": round(statistics.median(e["other_s"] for e in extras), 3) if extras else None,
-            "pipeline_import_s": _median_or_none([e.get("import_s") for e in extras]),
-            "pipeline_run_month_s": _median_or_none([e.get("run_month_s") for e in extras]),
-            "pipeline_steps": _median_nested([e["steps"] for e in extras]),
-            "pipeline_changes": extras[0]["changes"] if extras else {},
-            "baseline_inner": _median_nested([r["inner"]["timings"] for r in s["baseline"] if r.get("inner")]),
-            "peer_inner": _median_nested([r["inner"]["timings"] for r in s["peer"] if r.get("inner")]),
-            "floor_inner": _median_dict([r["inner"]["timings"] for r in s["floor"] if r.get("inner")]),
-            "samples": {t: s[t] for t in report.TOOLS if s[t]},
-        }
-        results_months.append(month)
-    targets = report.evaluate_targets(results_months, args.users)
+    info = machine_info(pg.server_info(args.dsn))
+    sizes = [run_size(args, users, out, stamp) for users in args.sizes]
+    targets = report.evaluate_targets(sizes)
+    failures = [f for size in sizes for f in size["failures"]]
     results = {
         "command": command,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "params": {
-            "users": args.users,
+            "sizes": args.sizes,
             "months": args.months,
             "seed": args.seed,
             "repeat": args.repeat,
@@ -540,32 +686,15 @@ def main(argv: list[str] | None = None) -> int:
             "nochange": args.nochange,
         },
         "machine": info,
-        "drops": gen_info,
-        "months": results_months,
+        "sizes": sizes,
         "targets": targets,
-        "sql_trace": trace_summary,
-        "failures": bench.failures,
+        "failures": failures,
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    print()
-    print(
-        f"{command}   ({info['nproc']} cores, {info['memory_gib']} GiB, "
-        f"{info['postgresql']['version'].split(' on ')[0]})"
-    )
-    for month in results_months:
-        print()
-        print(report.format_month(month))
-    print()
-    print(report.format_targets(targets))
-    for as_of, summary in (trace_summary or {}).items():
-        if summary:
-            print(f"\nSQL trace of {as_of} (profiling run, seconds by category):")
-            for category, seconds in summary["seconds_by_category"].items():
-                print(f"  {seconds:8.2f}  {category}")
-    print(f"\nresults: {json_path}")
-    if bench.failures:
-        print("\nFAILURES:\n  " + "\n  ".join(bench.failures), file=sys.stderr)
+    print_summary(command, info, sizes, targets, json_path)
+    if failures:
+        print("\nFAILURES:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,10 @@
 
     python -m bench.run_pipeline --as-of D --source DIR --lake L --dsn DSN --schema S [--trace-sql FILE]
 
+Not the bench's timed pipeline run (that is the whole ``luigi --module pipeline Month`` command, see
+:mod:`bench.main`): ``python -m bench --trace-sql`` runs it for its profiling sequence, which needs the
+pipeline in-process to time each statement.
+
 ``--trace-sql FILE`` (profiling only, never in a timed run) appends one JSON line per SQL statement the
 pipeline (psycopg 3) or Soda (psycopg2) sends, with its duration, to see which statements cost what.
 """
