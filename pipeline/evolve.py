@@ -20,7 +20,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import duckdb
 
 from pipeline.duck import quote, read_parquet
 from pipeline.errors import ContractError
@@ -119,8 +119,16 @@ def refuse(change: ContractChange, against: str) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _file_schema(path: str, size: int, mtime_ns: int) -> dict[str, str]:
-    """column -> Arrow type of a Parquet file, from its footer (cached per file version)."""
-    return {f.name: str(f.type) for f in pq.read_schema(path)}
+    """column -> DuckDB type of a Parquet file, as :func:`storage_type` spells it, from its footer
+    (cached per file version)."""
+    with duckdb.cursor() as con:
+        described = con.execute(f"DESCRIBE SELECT * FROM {read_parquet(path)}").fetchall()
+    return {name: storage_type(kind) for name, kind, *_ in described}
+
+
+def storage_type(duckdb_type: str) -> str:
+    """A DuckDB type name, spelt one way ('DECIMAL(38, 10)' and 'DECIMAL(38,10)' are one type)."""
+    return duckdb_type.replace(" ", "").upper()
 
 
 def file_columns(path: Path) -> dict[str, str]:
@@ -131,7 +139,9 @@ def file_columns(path: Path) -> dict[str, str]:
 def conforms(table: Table, path: Path) -> bool:
     """Whether the file holds exactly the table's columns, in order, with its storage types."""
     columns = file_columns(path)
-    return list(columns) == table.column_names and all(columns[c.name] == str(c.arrow_type) for c in table.columns)
+    return list(columns) == table.column_names and all(
+        columns[c.name] == storage_type(c.duckdb_type) for c in table.columns
+    )
 
 
 def conformed_select(table: Table, path: Path, extra: str = "", reader: str | None = None) -> str:
@@ -143,7 +153,7 @@ def conformed_select(table: Table, path: Path, extra: str = "", reader: str | No
     for c in table.columns:
         if c.name not in columns:
             items.append(f"CAST(NULL AS {c.duckdb_type}) AS {quote(c.name)}")
-        elif columns[c.name] != str(c.arrow_type):
+        elif columns[c.name] != storage_type(c.duckdb_type):
             items.append(f"CAST({quote(c.name)} AS {c.duckdb_type}) AS {quote(c.name)}")
         else:
             items.append(quote(c.name))

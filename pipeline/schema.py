@@ -13,12 +13,15 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
 from pipeline.types import NumericRule, TypeRule, declared_name, rule_for
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = PROJECT_ROOT / "sql" / "schema.sql"
@@ -102,6 +105,8 @@ class Table:
         raise KeyError(f"{self.name} has no column {name!r}")
 
     def arrow_schema(self) -> pa.Schema:
+        import pyarrow as pa
+
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=not c.primary_key) for c in self.columns])
 
 

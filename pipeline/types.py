@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
-import pyarrow as pa
 from sqlglot import exp
 
 from pipeline.duck import literal
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from pipeline.schema import Column
 
 BOOLEAN_TRUE = ("true", "t", "1", "yes")
@@ -108,7 +109,7 @@ class TypeRule:
     declared: ClassVar[str]  # the name Column.pg_type holds, and sql/schema.sql's spelling
     sqlglot_types: ClassVar[tuple[Enum, ...]]  # the sqlglot DataType.Type(s) the declaration parses as
     duckdb_name: ClassVar[str]  # DuckDB's type name, without parameters
-    arrow: ClassVar[pa.DataType]
+    arrow: ClassVar[str]  # the name of pyarrow's type factory (pyarrow is imported when the type is asked for)
     soda_type: ClassVar[str]  # the type name a SodaCL schema check expects
     is_number: ClassVar[bool] = False  # the CLI right-aligns numbers
 
@@ -119,7 +120,9 @@ class TypeRule:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return self.arrow
+        import pyarrow as pa  # a month's run never asks: 0.15 s of imports it does not pay
+
+        return getattr(pa, self.arrow)()
 
     @property
     def pg_ddl_type(self) -> str:
@@ -154,7 +157,7 @@ class TextRule(TypeRule):
     declared = "TEXT"
     sqlglot_types = (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR)
     duckdb_name = "VARCHAR"
-    arrow = pa.string()
+    arrow = "string"
     soda_type = "text"
 
     def typed(self, value_sql: str) -> str:
@@ -175,7 +178,7 @@ class DateRule(TypeRule):
     declared = "DATE"
     sqlglot_types = (exp.DataType.Type.DATE,)
     duckdb_name = "DATE"
-    arrow = pa.date32()
+    arrow = "date32"
     soda_type = "date"
 
     def _bad_text(self, t: str) -> str:
@@ -199,7 +202,7 @@ class BooleanRule(TypeRule):
     declared = "BOOLEAN"
     sqlglot_types = (exp.DataType.Type.BOOLEAN,)
     duckdb_name = "BOOLEAN"
-    arrow = pa.bool_()
+    arrow = "bool_"
     soda_type = "boolean"
 
     def typed(self, value_sql: str) -> str:
@@ -253,7 +256,7 @@ class IntRule(_IntegerRule):
     declared = "INT"
     sqlglot_types = (exp.DataType.Type.INT,)
     duckdb_name = "INTEGER"
-    arrow = pa.int32()
+    arrow = "int32"
     soda_type = "integer"
 
 
@@ -262,7 +265,7 @@ class BigintRule(_IntegerRule):
     declared = "BIGINT"
     sqlglot_types = (exp.DataType.Type.BIGINT,)
     duckdb_name = "BIGINT"
-    arrow = pa.int64()
+    arrow = "int64"
     soda_type = "bigint"
 
 
@@ -274,7 +277,7 @@ class NumericRule(TypeRule):
     declared = "NUMERIC"
     sqlglot_types = (exp.DataType.Type.DECIMAL,)
     duckdb_name = "DECIMAL"
-    arrow = pa.decimal128(NUMERIC_PRECISION, NUMERIC_SCALE)
+    arrow = "decimal128"  # with the precision and scale: arrow_type
     soda_type = "numeric"
     is_number = True
 
@@ -297,6 +300,8 @@ class NumericRule(TypeRule):
 
     @property
     def arrow_type(self) -> pa.DataType:
+        import pyarrow as pa
+
         return pa.decimal128(self.precision, self.scale)
 
     @property
