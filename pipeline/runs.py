@@ -13,6 +13,7 @@ older manifest. :class:`RunStore` is the only code that reads or writes these fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -434,6 +435,25 @@ class RunRecord:
 
     @classmethod
     def read(cls, path: Path) -> RunRecord:
+        """The record in ``path``, parsed once per version of the file: a run asks for the published
+        months many times (each Luigi task's decision), and a lake of years holds dozens of them. A
+        record is written under a temporary name and renamed into place, so a new version is a new
+        inode; the record is frozen, so the one parsed instance can be shared."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is None:
+            return cls._parse(path)
+        return cls._read_version(path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    @classmethod
+    @functools.lru_cache(maxsize=1024)
+    def _read_version(cls, path: Path, inode: int, mtime_ns: int, size: int) -> RunRecord:
+        return cls._parse(path)
+
+    @classmethod
+    def _parse(cls, path: Path) -> RunRecord:
         try:
             return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
