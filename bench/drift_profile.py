@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline import drift, duck, lakefs
+from pipeline import drift, duck, lakefs, runs
 from pipeline.config import load_settings
 from pipeline.schema import load_schema
 
@@ -73,21 +73,27 @@ def main() -> None:
     lake = lakefs.Lake(settings.lake_root)
     merged = {t: lake.snapshot_file(t, args.as_of) for t in schema.table_names}
     kwargs: dict[str, Any] = {}
-    if args.no_record and "stored" in drift.work_drift.__code__.co_varnames:
-        kwargs["stored"] = None
+    if not args.no_record:  # the previous month's profiles as its record keeps them (made here, untimed, if not)
+        record = runs.RunStore(lake).get(args.previous)
+        stored = drift.profiles_from_json(record.drift_profile if record else None)
+        if not stored:
+            with duck.connect(settings) as con:
+                before = {t: lake.snapshot_file(t, args.previous) for t in schema.table_names}
+                stored = drift.month_profiles(con, dict(before), schema)
+        kwargs["stored"] = stored
     print(f"duckdb_threads={settings.duckdb_threads or 'default'} runs={args.runs}")
     month = None
     for i in range(args.runs):
         w, c = time.perf_counter(), _cpu()
         with duck.connect(settings) as con:
-            month = drift.work_drift(con, lake, args.as_of, args.previous, merged, schema, **kwargs)
+            month, _ = drift.work_drift(con, lake, args.as_of, args.previous, merged, schema, **kwargs)
         print(f"run {i + 1}: wall {time.perf_counter() - w:.2f} s, cpu {_cpu() - c:.2f} s")
     if args.queries:
         log: list[tuple[float, float, str]] = []
         with duck.connect(settings) as con:
             drift.work_drift(_Timed(con, log), lake, args.as_of, args.previous, merged, schema, **kwargs)  # type: ignore[arg-type]
         print(f"{len(log)} queries, wall {sum(x[0] for x in log):.2f} s, cpu {sum(x[1] for x in log):.2f} s")
-        for wall, cpu, sql in sorted(log, reverse=True)[:15]:
+        for wall, cpu, sql in sorted(log, key=lambda x: -x[1])[:30]:
             print(f"  {wall:6.2f} s wall {cpu:6.2f} s cpu  {sql}")
     if args.json and month is not None:
         data = {"features": [f.to_json() for f in month.features], "population": month.population.__dict__}
