@@ -173,11 +173,6 @@ def _numeric_code(value: str, edges: list[float]) -> tuple[str, list[str]]:
     return f"CASE WHEN {value} IS NULL THEN {NULL_CODE} {' '.join(whens)} ELSE {len(edges)} END", labels
 
 
-def _boolean_code(column: Column) -> str:
-    name = quote(column.name)
-    return f"CASE WHEN {name} IS NULL THEN {NULL_CODE} WHEN {name} THEN 1 ELSE 0 END"
-
-
 def _text(column: Column) -> str:
     return f"CAST({quote(column.name)} AS VARCHAR)"
 
@@ -258,7 +253,7 @@ def _quantiles(
     :data:`EXACT_QUANTILES_UP_TO`); a second, exact query for median and p95 in a small table."""
     value = _value(column)
     fractions = ", ".join(repr(q) for q in [*DECILES, 0.95])
-    row = con.execute(f"SELECT quantile_disc({value}, [{fractions}]), count({value}) FROM {source}").fetchone()
+    row = con.execute(f"SELECT quantile_disc({value}, [{fractions}]), count(*) FROM {source}").fetchone()
     found = (row[0] if row else None) or [None] * (len(DECILES) + 1)
     edges = sorted({float(e) for e in found[: len(DECILES)] if e is not None})
     median, p95 = found[DECILES.index(0.5)], found[-1]
