@@ -7,7 +7,9 @@ labels). Nothing here lists a column: kinds come from the declared types (:mod:`
 * **numeric** (INT, BIGINT, NUMERIC; DATE as days since 1970-01-01): the bins are the deciles of the
   *previous* month's non-NULL values, ``quantile_disc`` at 0.1 … 0.9 (actual values; repeated edges are
   merged, so a column with few distinct values has fewer bins). The bins are right-closed:
-  ``(-inf, e1], (e1, e2], …, (e9, +inf)``. Mean, median, p95 (``quantile_cont``) before and after.
+  ``(-inf, e1], (e1, e2], …, (e9, +inf)``. Mean, median and p95 before and after (median and p95 exact,
+  ``quantile_cont``, in a table of at most :data:`EXACT_QUANTILES_UP_TO` rows; above it the nearest
+  actual values, ``quantile_disc``).
 * **category** (BOOLEAN, TEXT): one bin per value; for TEXT the 20 values most frequent over both months
   together (ties by value) and ``other`` for the rest.
 * **NULL** is a bin of its own in both kinds whenever either month has a NULL, so that a column going
@@ -21,10 +23,23 @@ would make the logarithm infinite, so every share is floored at :data:`EMPTY_BIN
 the sum (the shares are not renormalised). A bin empty in both months adds nothing and is left out.
 Identical months give exactly 0.
 
-Cost: one scan of each table per month for the counts (bins counted as integer codes) and means, plus
-one per numeric column and month for its exact quantiles (the deciles, median and p95: an exact
-quantile holds one column's values in memory, 8 bytes a row, which DuckDB cannot spill), plus one over
-both months per TEXT column (its most frequent values).
+Each month's own numbers (:class:`TableProfile`: its rows per bin under its own deciles, the deciles,
+its value counts of each TEXT column, NULLs, mean, median, p95; a few KB) are kept in its run record
+(:attr:`pipeline.runs.RunRecord.drift_profile`), and the next month takes the previous side from there
+instead of reading the previous month's files again; those are the same counts of the same values, so the
+PSI is the same either way. A record written before the profile was kept (or a column it lacks) is
+profiled from the previous month's snapshot, as part of the same computation.
+
+Cost, per month (its own numbers only, when the previous record has its profile): one sort per numeric
+column (``quantile_disc`` of the deciles, 0.95 with them; an exact quantile holds one column's values in
+memory, 8 bytes a row, which DuckDB cannot spill), one grouping per TEXT column (its values, at
+most :data:`TEXT_VALUES_KEPT` kept), and one scan of each table for every count (numbers binned under
+both months' deciles) and mean; for a table of at most :data:`EXACT_QUANTILES_UP_TO` rows one more
+query per numeric column (exact median and p95). A first month has no drift and keeps no profile (the
+second month reads its files).
+A TEXT column with more values than that is counted over both months' files. At 1,000,000 users on the
+shared 2-core machine (``bench/drift_profile.py``): 1.2–1.7 CPU-seconds, from 3.1–4.4 when both months'
+files were read and median and p95 came from ``approx_quantile``.
 """
 
 from __future__ import annotations
@@ -102,6 +117,7 @@ class MonthDrift:
     previous: date
     features: list[FeatureDrift]
     population: Population
+    profiles: dict[str, TableProfile] = field(default_factory=dict)  # this month's own, for its run record
 
     def sorted(self) -> list[FeatureDrift]:
         """Features by PSI, largest first (ties by name)."""
@@ -158,15 +174,8 @@ def _numeric_code(value: str, edges: list[float]) -> tuple[str, list[str]]:
     return f"CASE WHEN {value} IS NULL THEN {NULL_CODE} {' '.join(whens)} ELSE {len(edges)} END", labels
 
 
-@dataclass(frozen=True)
-class _Binning:
-    """How one column's values fall into bins: the SQL of a row's bin code (an integer: the index of its
-    label, or NULL_CODE), and the labels in order."""
-
-    column: Column
-    code_sql: str
-    labels: list[str]
-    value: str | None  # numeric columns: the value as a DOUBLE (for mean, median, p95)
+def _text(column: Column) -> str:
+    return f"CAST({quote(column.name)} AS VARCHAR)"
 
 
 def _as_dict(value: object) -> dict[int, int]:
@@ -179,79 +188,144 @@ def _as_dict(value: object) -> dict[int, int]:
     return {int(k): int(v) for k, v in value.items()}
 
 
-def _binnings(
-    con: duckdb.DuckDBPyConnection, columns: Sequence[Column], src_before: str, src_after: str
-) -> list[_Binning]:
-    numeric = [c for c in columns if is_numeric(c)]
-    edges: dict[str, list[float]] = {}
-    listed = ", ".join(repr(q) for q in DECILES)
-    for c in numeric:  # the previous month's deciles, one column at a time (a quantile holds all its values)
-        row = con.execute(f"SELECT quantile_disc({_value(c)}, [{listed}]) FROM {src_before}").fetchone()
-        edges[c.name] = sorted({float(e) for e in (row[0] if row else None) or [] if e is not None})
-    binnings = []
-    for column in columns:
-        name = quote(column.name)
-        if is_numeric(column):
-            value = _value(column)
-            code_sql, labels = _numeric_code(value, edges[column.name])
-            binnings.append(_Binning(column, code_sql, labels, value))
-        elif isinstance(column.rule, BooleanRule):
-            code = f"CASE WHEN {name} IS NULL THEN {NULL_CODE} WHEN {name} THEN 1 ELSE 0 END"
-            binnings.append(_Binning(column, code, ["false", "true"], None))
-        else:
-            text = f"CAST({name} AS VARCHAR)"
-            top = con.execute(
-                f"SELECT v FROM (SELECT {text} AS v FROM {src_before} UNION ALL SELECT {text} FROM {src_after}) "
-                f"WHERE v IS NOT NULL GROUP BY v ORDER BY count(*) DESC, v LIMIT {TOP_VALUES + 1}"
-            ).fetchall()
-            values = [str(v) for (v,) in top]
-            labels = values[:TOP_VALUES] + ([OTHER] if len(values) > TOP_VALUES else [])
-            kept = "[" + ", ".join(literal(v) for v in values[:TOP_VALUES]) + "]::VARCHAR[]"
-            # list_position is 1-based, NULL when absent: absent values are "other", the last bin
-            position = f"coalesce(list_position({kept}, {text}) - 1, {TOP_VALUES})"
-            code = f"CASE WHEN {name} IS NULL THEN {NULL_CODE} ELSE {position} END"
-            binnings.append(_Binning(column, code, labels, None))
-    return binnings
-
-
-# Median and p95 are shown in the report, never gated on. Above this many rows they come from DuckDB's
-# approx_quantile (a t-digest, in the one streaming scan); at or below it, exactly (quantile_cont, one
-# column at a time: an exact quantile holds the column's values in memory). At 1,000,000 users the exact
-# ones were two of the three sorted passes per numeric column (bench/RESULTS.md, this round).
+# Median and p95 are shown in the report, never gated on. At or below this many rows they are exact
+# (quantile_cont, one query per column); above it, the nearest actual values (quantile_disc at 0.5 and
+# 0.95), taken in the sort that gives the deciles: at 1,000,000 users a second exact quantile added half
+# the deciles' cost again, and DuckDB's approx_quantile (a t-digest, the earlier choice) more than the
+# deciles themselves (bench/drift_profile.py).
 EXACT_QUANTILES_UP_TO = 100_000
+# A month's value counts of a TEXT column are kept for the next month's top values when it has at most
+# this many distinct values (a category); a column with more has its top values counted over both files.
+TEXT_VALUES_KEPT = 100
 
 
-def _side(
-    con: duckdb.DuckDBPyConnection, source: str, binnings: Sequence[_Binning]
-) -> tuple[int, list[dict[int, int]], list[dict[str, float | None]]]:
-    """One month of a table: its rows, every column's count per bin, mean and approximate median and p95
-    in one scan (streaming aggregates); for a table of at most :data:`EXACT_QUANTILES_UP_TO` rows the
-    median and p95 again, exactly, one column at a time."""
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One month's own numbers of one column: all the next month's drift needs of it (it is kept in the
+    month's run record, :attr:`pipeline.runs.RunRecord.drift_profile`).
+
+    ``counts``: rows per bin, NULL rows apart (``nulls``); numeric: by bin code under the month's own
+    deciles (``edges``), boolean: code 0 false, 1 true; text: by value, or None when the column has more
+    than :data:`TEXT_VALUES_KEPT` distinct values. ``stats``: numeric: mean, median, p95."""
+
+    type: str  # the column's DuckDB type when counted: numbers counted as another type are not reused
+    nulls: int
+    counts: dict[str, int] | None
+    edges: list[float] = field(default_factory=list)
+    stats: dict[str, float | None] = field(default_factory=dict)
+
+    def codes(self) -> dict[int, int]:
+        """Numeric and boolean: rows per bin code, NULL_CODE included."""
+        return {int(k): n for k, n in (self.counts or {}).items()} | ({NULL_CODE: self.nulls} if self.nulls else {})
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    """One month's numbers of the feature columns of one table (see :class:`ColumnProfile`)."""
+
+    rows: int
+    columns: dict[str, ColumnProfile]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TableProfile:
+        return cls(int(data["rows"]), {n: ColumnProfile(**c) for n, c in data["columns"].items()})
+
+
+def profiles_to_json(profiles: dict[str, TableProfile]) -> dict[str, Any]:
+    return {t: p.to_json() for t, p in profiles.items()}
+
+
+def profiles_from_json(data: dict[str, Any] | None) -> dict[str, TableProfile]:
+    """A run record's ``drift_profile``: none in records written before it was kept, nor in one whose
+    profile does not read (then the previous month is read from its files, as for an old record)."""
+    try:
+        return {t: TableProfile.from_json(p) for t, p in (data or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}
+
+
+def _quantiles(
+    con: duckdb.DuckDBPyConnection, source: str, column: Column
+) -> tuple[list[float], float | None, float | None]:
+    """A numeric column's deciles (distinct, ascending), median and p95 in one sort (see
+    :data:`EXACT_QUANTILES_UP_TO`); a second, exact query for median and p95 in a small table."""
+    value = _value(column)
+    fractions = ", ".join(repr(q) for q in [*DECILES, 0.95])
+    row = con.execute(f"SELECT quantile_disc({value}, [{fractions}]), count(*) FROM {source}").fetchone()
+    found = (row[0] if row else None) or [None] * (len(DECILES) + 1)
+    edges = sorted({float(e) for e in found[: len(DECILES)] if e is not None})
+    median, p95 = found[DECILES.index(0.5)], found[-1]
+    if row and row[1] <= EXACT_QUANTILES_UP_TO:
+        exact = con.execute(f"SELECT quantile_cont({value}, [0.5, 0.95]) FROM {source}").fetchone()
+        median, p95 = (exact[0] if exact else None) or [None, None]
+    return edges, _number(median), _number(p95)
+
+
+def _value_counts(con: duckdb.DuckDBPyConnection, source: str, column: Column) -> dict[str, int] | None:
+    """A text column's rows per value, or None when it has more than :data:`TEXT_VALUES_KEPT` values."""
+    text = _text(column)
+    found = con.execute(
+        f"SELECT {text}, count(*) FROM {source} WHERE {text} IS NOT NULL GROUP BY 1 LIMIT {TEXT_VALUES_KEPT + 1}"
+    ).fetchall()
+    return None if len(found) > TEXT_VALUES_KEPT else {str(v): int(n) for v, n in found}
+
+
+def _profile(
+    con: duckdb.DuckDBPyConnection, source: str, columns: Sequence[Column], against: dict[str, list[float]]
+) -> tuple[TableProfile, dict[str, dict[int, int]]]:
+    """One month of a table: its :class:`TableProfile`, and the rows per bin of the numeric columns under
+    the deciles ``against`` gives (the previous month's), by column. One sort per numeric column (its
+    deciles), one grouping per text column (its values), then one scan for every count and mean."""
+    quantiles = {c.name: _quantiles(con, source, c) for c in columns if is_numeric(c)}
+    values = {c.name: _value_counts(con, source, c) for c in columns if not is_numeric(c) and not _is_boolean(c)}
+    # every numeric value cast once, in a projection below the aggregates
+    cast = {c.name: quote(f"drift value {i}") for i, c in enumerate(columns) if is_numeric(c)}
+    projected = ", ".join(f"{_value(c)} AS {cast[c.name]}" for c in columns if is_numeric(c))
     items = ["count(*)"]
-    for b in binnings:
-        items.append(f"histogram({b.code_sql})")
-        if b.value is not None:
-            items += [f"avg({b.value})", f"approx_quantile({b.value}, [0.5, 0.95])"]
-    row = con.execute(f"SELECT {', '.join(items)} FROM {source}").fetchone()
+    for c in columns:
+        name = quote(c.name)
+        if is_numeric(c):
+            value = cast[c.name]
+            items += [f"histogram({_numeric_code(value, quantiles[c.name][0])[0]})", f"avg({value})"]
+            if c.name in against:
+                items.append(f"histogram({_numeric_code(value, against[c.name])[0]})")
+        elif _is_boolean(c):  # two counts: cheaper than a histogram
+            items += [f"count(*) FILTER (WHERE {name})", f"count({name})"]
+        else:
+            items.append(f"count(*) - count({name})")
+    relation = f"(SELECT *, {projected} FROM {source})" if projected else source
+    row = con.execute(f"SELECT {', '.join(items)} FROM {relation}").fetchone()
     assert row is not None
     rows, i = int(row[0]), 1
-    counts: list[dict[int, int]] = []
-    stats: list[dict[str, float | None]] = []
-    for b in binnings:
-        counts.append(_as_dict(row[i]))
-        i += 1
-        if b.value is None:
-            stats.append({})
-            continue
-        mean, approx = row[i], row[i + 1]
-        i += 2
-        quantiles = approx
-        if rows <= EXACT_QUANTILES_UP_TO:
-            exact = con.execute(f"SELECT quantile_cont({b.value}, [0.5, 0.95]) FROM {source}").fetchone()
-            quantiles = exact[0] if exact else None
-        median, p95 = quantiles or [None, None]
-        stats.append({"mean": mean, "median": _number(median), "p95": _number(p95)})
-    return rows, counts, stats
+    out: dict[str, ColumnProfile] = {}
+    counted: dict[str, dict[int, int]] = {}
+    for c in columns:
+        if is_numeric(c):
+            edges, median, p95 = quantiles[c.name]
+            own, mean = _as_dict(row[i]), row[i + 1]
+            i += 2
+            if c.name in against:
+                counted[c.name] = _as_dict(row[i])
+                i += 1
+            nulls = own.pop(NULL_CODE, 0)
+            stats = {"mean": _number(mean), "median": median, "p95": p95}
+            out[c.name] = ColumnProfile(c.duckdb_type, nulls, {str(k): n for k, n in own.items()}, edges, stats)
+        elif _is_boolean(c):
+            true, valued = int(row[i]), int(row[i + 1])
+            i += 2
+            counts = {"0": valued - true, "1": true}
+            out[c.name] = ColumnProfile(c.duckdb_type, rows - valued, {k: n for k, n in counts.items() if n})
+        else:
+            out[c.name] = ColumnProfile(c.duckdb_type, int(row[i]), values[c.name])
+            i += 1
+    return TableProfile(rows, out), counted
+
+
+def _is_boolean(column: Column) -> bool:
+    return isinstance(column.rule, BooleanRule)
 
 
 def _number(value: object) -> float | None:
@@ -262,6 +336,89 @@ def _null_share(counts: dict[int, int], total: int) -> float | None:
     return counts.get(NULL_CODE, 0) / total if total else None
 
 
+def _top_values(counts: Iterable[tuple[str, int]]) -> tuple[list[str], list[str]]:
+    """The kept values (most frequent first, ties by value) and the bin labels (``other`` last if any)."""
+    ranked = [v for v, _ in sorted(counts, key=lambda vn: (-vn[1], vn[0]))[: TOP_VALUES + 1]]
+    return ranked[:TOP_VALUES], ranked[:TOP_VALUES] + ([OTHER] if len(ranked) > TOP_VALUES else [])
+
+
+def _text_codes(profile: ColumnProfile, kept: list[str]) -> dict[int, int]:
+    """A text column's rows per bin code (the index of the kept value, TOP_VALUES for other, NULL_CODE)."""
+    index = {v: i for i, v in enumerate(kept)}
+    codes: dict[int, int] = {NULL_CODE: profile.nulls} if profile.nulls else {}
+    for v, n in (profile.counts or {}).items():
+        code = index.get(v, TOP_VALUES)
+        codes[code] = codes.get(code, 0) + n
+    return codes
+
+
+def _text_over_files(
+    con: duckdb.DuckDBPyConnection, column: Column, src_before: str, src_after: str
+) -> tuple[list[str], dict[int, int], dict[int, int]]:
+    """A text column with too many values to keep: its top values over both files, then each file's rows
+    per bin (labels, before, after)."""
+    text = _text(column)
+    top = con.execute(
+        f"SELECT v FROM (SELECT {text} AS v FROM {src_before} UNION ALL SELECT {text} FROM {src_after}) "
+        f"WHERE v IS NOT NULL GROUP BY v ORDER BY count(*) DESC, v LIMIT {TOP_VALUES + 1}"
+    ).fetchall()
+    values = [str(v) for (v,) in top]
+    kept, labels = values[:TOP_VALUES], values[:TOP_VALUES] + ([OTHER] if len(values) > TOP_VALUES else [])
+    listed = "[" + ", ".join(literal(v) for v in kept) + "]::VARCHAR[]"
+    # list_position is 1-based, NULL when absent: absent values are "other", the last bin
+    position = f"coalesce(list_position({listed}, {text}) - 1, {TOP_VALUES})"
+    code = f"CASE WHEN {text} IS NULL THEN {NULL_CODE} ELSE {position} END"
+    before, after = (con.execute(f"SELECT histogram({code}) FROM {s}").fetchone() for s in (src_before, src_after))
+    return labels, _as_dict(before[0] if before else None), _as_dict(after[0] if after else None)
+
+
+def _reusable(stored: TableProfile | None, column: Column) -> bool:
+    kept = stored.columns.get(column.name) if stored else None
+    return kept is not None and kept.type == column.duckdb_type
+
+
+def table_profiled(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    columns: Sequence[Column],
+    before: Path | None,
+    after: Path | None,
+    stored: TableProfile | None = None,
+) -> tuple[list[FeatureDrift], TableProfile]:
+    """The drift of ``columns`` of one table between two of its snapshot files (see the module
+    docstring), and the later file's :class:`TableProfile`. ``stored``: the earlier file's profile, as its
+    month's run kept it; columns it lacks (or counted as another type) are profiled from the file."""
+    src_before, src_after = _source(table, before), _source(table, after)
+    missing = [c for c in columns if not _reusable(stored, c)]
+    if stored is None or missing:
+        computed, _ = _profile(con, src_before, missing, {})
+        kept = {c.name: stored.columns[c.name] for c in columns if stored and c not in missing}
+        stored = TableProfile(computed.rows, {**kept, **computed.columns})
+    prev = stored
+    against = {c.name: prev.columns[c.name].edges for c in columns if is_numeric(c)}
+    profile, counted = _profile(con, src_after, columns, against)
+    features = []
+    for c in columns:
+        b, a = prev.columns[c.name], profile.columns[c.name]
+        if is_numeric(c):
+            labels = _numeric_code("v", b.edges)[1]
+            codes_before, codes_after = b.codes(), counted[c.name]
+        elif _is_boolean(c):
+            labels, codes_before, codes_after = ["false", "true"], b.codes(), a.codes()
+        elif b.counts is not None and a.counts is not None:
+            merged = dict(b.counts)
+            for v, n in a.counts.items():
+                merged[v] = merged.get(v, 0) + n
+            kept_values, labels = _top_values(merged.items())
+            codes_before, codes_after = _text_codes(b, kept_values), _text_codes(a, kept_values)
+        else:
+            labels, codes_before, codes_after = _text_over_files(con, c, src_before, src_after)
+        features.append(
+            _feature(table, c, labels, prev.rows, profile.rows, codes_before, codes_after, b.stats, a.stats)
+        )
+    return features, profile
+
+
 def table_drift(
     con: duckdb.DuckDBPyConnection,
     table: Table,
@@ -269,22 +426,14 @@ def table_drift(
     before: Path | None,
     after: Path | None,
 ) -> list[FeatureDrift]:
-    """The drift of ``columns`` of one table between two of its snapshot files (see the module
-    docstring): one scan for the previous month's deciles, one per month for every count and statistic
-    (and one per text column for its most frequent values)."""
-    src_before, src_after = _source(table, before), _source(table, after)
-    binnings = _binnings(con, columns, src_before, src_after)
-    n_before, counts_before, stats_before = _side(con, src_before, binnings)
-    n_after, counts_after, stats_after = _side(con, src_after, binnings)
-    return [
-        _feature(table, b, n_before, n_after, counts_before[i], counts_after[i], stats_before[i], stats_after[i])
-        for i, b in enumerate(binnings)
-    ]
+    """The drift of ``columns`` of one table between two of its snapshot files (see the module docstring)."""
+    return table_profiled(con, table, columns, before, after)[0]
 
 
 def _feature(
     table: Table,
-    binning: _Binning,
+    column: Column,
+    labels: list[str],
     n_before: int,
     n_after: int,
     counts_before: dict[int, int],
@@ -292,12 +441,12 @@ def _feature(
     stats_before: dict[str, float | None],
     stats_after: dict[str, float | None],
 ) -> FeatureDrift:
-    codes = list(range(len(binning.labels))) + [NULL_CODE]
+    codes = list(range(len(labels))) + [NULL_CODE]
     # a bin empty in both months adds nothing to the PSI and is left out (a boolean never false, say)
     codes = [c for c in codes if counts_before.get(c) or counts_after.get(c)]
     bins = [
         Bin(
-            NULL_BIN if c == NULL_CODE else binning.labels[c],
+            NULL_BIN if c == NULL_CODE else labels[c],
             counts_before.get(c, 0) / n_before if n_before else 0.0,
             counts_after.get(c, 0) / n_after if n_after else 0.0,
         )
@@ -310,8 +459,8 @@ def _feature(
         note = "no value in the previous month: hidden at start, delivered from this month"
     return FeatureDrift(
         table=table.name,
-        column=binning.column.name,
-        kind="numeric" if binning.value is not None else "category",
+        column=column.name,
+        kind="numeric" if is_numeric(column) else "category",
         psi=0.0 if note else psi([b.before for b in bins], [b.after for b in bins]),
         rows_before=n_before,
         rows_after=n_after,
@@ -361,6 +510,13 @@ def population(
     return Population(users(before), users(after), churn(before), churn(after))
 
 
+def _by_table(schema: Schema) -> dict[str, list[Column]]:
+    by_table: dict[str, list[Column]] = {}
+    for t, c in feature_columns(schema):
+        by_table.setdefault(t.name, []).append(c)
+    return by_table
+
+
 def month_drift(
     con: duckdb.DuckDBPyConnection,
     as_of: date,
@@ -368,18 +524,29 @@ def month_drift(
     before: dict[str, Path | None],
     after: dict[str, Path | None],
     schema: Schema | None = None,
+    stored: dict[str, TableProfile] | None = None,
 ) -> MonthDrift:
-    """The drift of every feature between two sets of snapshot files (table -> data.parquet)."""
+    """The drift of every feature between two sets of snapshot files (table -> data.parquet); ``stored``:
+    the earlier month's profiles as its run record keeps them (what they lack is read from its files)."""
     schema = schema or load_schema()
-    by_table: dict[str, list[Column]] = {}
-    for t, c in feature_columns(schema):
-        by_table.setdefault(t.name, []).append(c)
-    features = [
-        f
-        for name, columns in by_table.items()
-        for f in table_drift(con, schema.table(name), columns, before.get(name), after.get(name))
-    ]
-    return MonthDrift(as_of, previous, features, population(con, schema, before, after))
+    features: list[FeatureDrift] = []
+    profiles: dict[str, TableProfile] = {}
+    for name, columns in _by_table(schema).items():
+        found, profiles[name] = table_profiled(
+            con, schema.table(name), columns, before.get(name), after.get(name), (stored or {}).get(name)
+        )
+        features += found
+    return MonthDrift(as_of, previous, features, population(con, schema, before, after), profiles)
+
+
+def month_profiles(
+    con: duckdb.DuckDBPyConnection, files: dict[str, Path | None], schema: Schema
+) -> dict[str, TableProfile]:
+    """A month's own profiles, without a month to compare with."""
+    return {
+        name: _profile(con, _source(schema.table(name), files.get(name)), columns, {})[0]
+        for name, columns in _by_table(schema).items()
+    }
 
 
 def over(features: Iterable[FeatureDrift], threshold: float | None) -> list[FeatureDrift]:
@@ -416,10 +583,17 @@ def work_drift(
     previous: date | None,
     merged: dict[str, Path],
     schema: Schema,
-) -> MonthDrift | None:
+    stored: dict[str, TableProfile] | None = None,
+) -> tuple[MonthDrift | None, dict[str, TableProfile]]:
     """The drift of a month being published: its merged files (``merged``: table -> data.parquet in the
-    work folder) against the previous published month's snapshots; None for a first month."""
+    work folder) against the previous published month's snapshots (None for a first month), and the
+    month's own profiles for its run record. ``stored``: the previous month's, from its run record.
+
+    A first month has no drift and keeps no profile: it is the month whose publish has the most to do
+    (every row into PostgreSQL twice), and the second month reads the first one's files instead, once."""
+    files: dict[str, Path | None] = dict(merged)
     if previous is None:
-        return None
+        return None, {}
     before: dict[str, Path | None] = {t: lake.snapshot_file(t, previous) for t in schema.table_names}
-    return month_drift(con, as_of, previous, before, dict(merged), schema)
+    month = month_drift(con, as_of, previous, before, files, schema, stored)
+    return month, month.profiles

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline import drift, duck, lakefs, quality, runs
 from pipeline.config import Settings
@@ -109,8 +110,9 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
     check_contract(plan.lake, schema)
     stages, merges = _work_results(plan, schema)
     _check_deletions(settings, plan, schema, merges, options)
-    drift_checks = _start_drift(settings, plan, schema)  # DuckDB over the merged files while PostgreSQL works
     previous_record = published_months(plan.lake).get(plan.previous) if plan.previous else None
+    # DuckDB over the merged files while PostgreSQL works
+    drift_checks = _start_drift(settings, plan, schema, previous_record)
     timings: dict[str, float] = {
         "stage": round(sum(s.seconds for s in stages.values()), 3),
         "merge": round(sum(m.seconds for m in merges.values()), 3),
@@ -190,7 +192,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 failpoint("staging_loaded")
                 t0 = time.perf_counter()
                 report = gate.report()
-                checks, timings["drift"] = drift_checks.result()
+                checks, timings["drift"], drift_profile = drift_checks.result()
                 report.checks.extend(checks)  # recorded (and refusing the month) like the Soda checks
                 timings["checks"] = report.seconds
                 timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
@@ -211,7 +213,11 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     previous=previous_record,
                     extra=options.extra,
                 )
-                record = dataclasses.replace(record, confirm_deletions=plan.full_dump and options.confirm_deletions)
+                record = dataclasses.replace(
+                    record,
+                    confirm_deletions=plan.full_dump and options.confirm_deletions,
+                    drift_profile=drift_profile,
+                )
                 record = record.replacing(runs.RunStore(plan.lake).get(plan.as_of))  # a correction keeps history
                 if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
                     runs.RunStore(plan.lake).write_attempt(record.as_failed())
@@ -238,21 +244,23 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
 
 
 def _start_drift(
-    settings: Settings, plan: MonthPlan, schema: Schema
-) -> Future[tuple[list[quality.CheckResult], float]]:
+    settings: Settings, plan: MonthPlan, schema: Schema, previous: runs.RunRecord | None
+) -> Future[tuple[list[quality.CheckResult], float, dict[str, Any]]]:
     """The drift of every feature vs the previous published month, as checks (:mod:`pipeline.drift`; none
-    for a first month) and the seconds it took, computed in a thread of its own from the merged files,
-    while staging loads and Soda checks: the gate waits for it before its verdict."""
-    result: Future[tuple[list[quality.CheckResult], float]] = Future()
+    for a first month), the seconds it took and the month's drift profile for its record, computed in a
+    thread of its own from the merged files, while staging loads and Soda checks: the gate waits for it
+    before its verdict. The previous month's numbers come from its record (``previous``) when it kept them."""
+    result: Future[tuple[list[quality.CheckResult], float, dict[str, Any]]] = Future()
+    stored = drift.profiles_from_json(previous.drift_profile) if previous else None
 
     def compute() -> None:
         t0 = time.perf_counter()
         try:
             merged = {t: plan.merge_dir(t) / "data.parquet" for t in schema.table_names}
             with duck.job(settings) as con:
-                month = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema)
+                month, profiles = drift.work_drift(con, plan.lake, plan.as_of, plan.previous, merged, schema, stored)
             checks = [] if month is None else drift.gate_checks(month, settings.drift_warn_psi, settings.drift_fail_psi)
-            result.set_result((checks, round(time.perf_counter() - t0, 3)))
+            result.set_result((checks, round(time.perf_counter() - t0, 3), drift.profiles_to_json(profiles)))
         except BaseException as error:  # raised where the gate asks for the result
             result.set_exception(error)
 

@@ -219,6 +219,7 @@ _KEYS = (
     "live_updated",
     "recorded_at",
     "confirm_deletions",
+    "drift_profile",
 )
 
 
@@ -253,6 +254,9 @@ class RunRecord:
     # a --full-dump month published with --confirm-deletions: a correction of an earlier month recomputes
     # it with the same confirmation (issue #15.1)
     confirm_deletions: bool = False
+    # the month's own drift numbers, for the next month's drift (:func:`pipeline.drift.profiles_to_json`);
+    # None in manifests written before it was kept, and then the next month reads them from the snapshots
+    drift_profile: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     # --- building -----------------------------------------------------------------------------------
@@ -392,6 +396,7 @@ class RunRecord:
             live_updated=data.get("live_updated"),
             recorded_at=_datetime(data.get("recorded_at")),
             confirm_deletions=bool(data.get("confirm_deletions", False)),
+            drift_profile=data.get("drift_profile"),
             extra={k: v for k, v in data.items() if k not in _KEYS},
         )
 
@@ -428,6 +433,8 @@ class RunRecord:
             out["recorded_at"] = self.recorded_at.isoformat()
         if self.confirm_deletions:
             out["confirm_deletions"] = True
+        if self.drift_profile is not None:
+            out["drift_profile"] = self.drift_profile
         return out
 
     def dumps(self) -> str:

@@ -3,6 +3,7 @@ ten-user drop written as Parquet into a lake layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import date
 from decimal import Decimal
@@ -162,3 +163,84 @@ def test_above_the_exact_threshold_median_and_p95_are_approximate_and_psi_is_unc
     assert approx.psi == exact.psi and [b.after for b in approx.bins] == [b.after for b in exact.bins]
     assert approx.before["median"] == pytest.approx(exact.before["median"], abs=1.0)
     assert approx.before["p95"] == pytest.approx(exact.before["p95"], abs=1.0)
+
+
+def write_month(lake: lakefs.Lake, as_of: date, shift: int) -> dict[str, Path | None]:
+    """users, subscriptions and usage of 40 users, every number, text and flag moved by ``shift``."""
+    schema = load_schema()
+    ids = [f"u{i:02d}" for i in range(40)]
+    rows = {
+        "users": [
+            {"user_id": u, "signup_date": date(2023, 1, 1 + (i + shift) % 28), "user_gender": f"g{(i + shift) % 23}"}
+            for i, u in enumerate(ids)
+        ],
+        "subscriptions": [
+            {
+                "user_id": u,
+                "months_active": (i * 7 + shift) % 30,
+                "plan_stream_tv": None if i % 9 == 0 else (i + shift) % 3 == 0,
+                "monthly_fee": Decimal(f"{(i + shift) % 17}.25"),
+                "contract_type": ["month", "year", "two"][(i * shift) % 3],
+                "add_on_backup": None if not shift else i % 2 == 0,
+            }
+            for i, u in enumerate(ids)
+        ],
+        "usage_agg_30d": [
+            {"user_id": u, "watch_hours_30d": None if i % 5 == shift else Decimal(i * (1 + shift)), "skips_7d": i % 4}
+            for i, u in enumerate(ids)
+        ],
+    }
+    files: dict[str, Path | None] = {}
+    for name, data in rows.items():
+        table = schema.table(name)
+        path = lake.snapshot_file(name, as_of)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(data, schema=table.arrow_schema()), path)
+        files[name] = path
+    return files
+
+
+def test_the_previous_months_kept_profile_gives_the_same_drift_as_its_files(lake: lakefs.Lake) -> None:
+    """A month whose previous record keeps its drift profile (through the record's JSON) gets exactly the
+    drift of one whose previous record lacks it (read from the previous month's files, as before)."""
+    import json
+
+    from pipeline.runs import RunRecord
+
+    schema, con = load_schema(), duckdb.connect()
+    jan, feb = write_month(lake, JAN, 0), write_month(lake, FEB, 1)
+    assert drift.work_drift(con, lake, JAN, None, {t: p for t, p in jan.items() if p}, schema) == (None, {})
+    january = drift.month_profiles(con, jan, schema)  # what a second month keeps of itself, for the next
+    assert set(january) == {t.name for t, _ in drift.feature_columns(schema)}
+    record = RunRecord(JAN, drift_profile=drift.profiles_to_json(january))
+    kept = RunRecord.from_json(json.loads(record.dumps())).drift_profile
+    assert RunRecord.from_json({"as_of": "2024-01-31"}).drift_profile is None  # a record from before
+    with_record = drift.month_drift(con, FEB, JAN, jan, feb, schema, drift.profiles_from_json(kept))
+    from_files = drift.month_drift(con, FEB, JAN, jan, feb, schema)
+    assert with_record.features == from_files.features
+    assert with_record.profiles == from_files.profiles == drift.month_profiles(con, feb, schema)
+    moved = {f.feature for f in from_files.features if f.psi > 0}
+    assert {"users.user_gender", "subscriptions.months_active", "usage_agg_30d.watch_hours_30d"} <= moved
+    # a column the kept profile lacks (added to the contract since), or counted as another type, is read
+    # from the previous month's files
+    partial = drift.profiles_from_json(kept)
+    del partial["subscriptions"].columns["monthly_fee"]
+    partial["users"].columns["signup_date"] = dataclasses.replace(
+        partial["users"].columns["signup_date"], type="INTEGER"
+    )
+    assert drift.month_drift(con, FEB, JAN, jan, feb, schema, partial).features == from_files.features
+
+
+def test_text_with_more_values_than_kept_is_counted_over_both_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = load_schema().table("users")
+    paths = []
+    for month, values in (("jan", 25), ("feb", 22)):
+        rows = [{"user_id": f"a{i:03d}", "user_gender": f"g{i % values:02d}"} for i in range(100)]
+        paths.append(tmp_path / f"{month}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows, schema=users.arrow_schema()), paths[-1])
+    kept = drift.feature_drift(duckdb.connect(), users, users.column("user_gender"), *paths)
+    monkeypatch.setattr(drift, "TEXT_VALUES_KEPT", 5)
+    over_files = drift.feature_drift(duckdb.connect(), users, users.column("user_gender"), *paths)
+    assert over_files == kept and kept.psi > 0 and kept.bins[-1].label == drift.OTHER
