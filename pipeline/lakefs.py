@@ -115,25 +115,6 @@ def move_into_place(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def month_lock(lake: Lake, as_of: date, exclusive: bool = True) -> Iterator[None]:
-    """A lock on one month of one lake, held across processes (flock on ``_locks/as_of=….lock``).
-
-    Publishing holds it exclusively; staging and merging share it, so a second run of the same month
-    waits for the first one's publish and then finds the month published. The kernel releases it when
-    the process dies, so a crash never leaves it held."""
-    import fcntl
-
-    path = lake.root / "_locks" / f"{partition(as_of)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def sweep_month(lake: Lake, as_of: date) -> int:
     """Remove what a crashed run of this month left under temporary names (only the month's own
     partitions: other months may be running). Call with the month's lock held."""

@@ -32,6 +32,7 @@ from pipeline.errors import (
 )
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
+from pipeline.pg.locks import month_lock
 from pipeline.schema import Schema, load_schema
 from pipeline.stage import StageResult, sha256_of, stage_table
 
@@ -373,9 +374,10 @@ def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "
     log.info("%-7s %-18s %9d rows  %6.2fs  %10.0f rows/s  %s", stage, table, rows, seconds, rate, extra)
 
 
-def clean_published_work_locked(lake: lakefs.Lake, as_of: date) -> None:
+def clean_published_work_locked(settings: Settings, as_of: date) -> None:
     """Take the month's exclusive lock and remove what its published run left behind (if still published)."""
-    with lakefs.month_lock(lake, as_of):
+    lake = lakefs.Lake(settings.lake_root)
+    with month_lock(settings, as_of):
         record = published_months(lake).get(as_of)
         if record is not None:
             clean_published_work(lake, as_of, record)

@@ -50,6 +50,7 @@ from pipeline.month import (
 )
 from pipeline.pg import connect as pg
 from pipeline.pg.copy import CsvExports
+from pipeline.pg.locks import month_lock
 from pipeline.pg.plan import MergedTable, staging_connections, staging_order
 from pipeline.pg.sqltext import staging_schema
 from pipeline.pg.staging import drop_staging, drop_staging_quietly, load_staging
@@ -74,7 +75,7 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     Holds the month's lock throughout: a second run of the same month waits, then finds it published
     (from the same drop) and does nothing."""
     options = options or PublishOptions()
-    with lakefs.month_lock(plan.lake, plan.as_of):
+    with month_lock(settings, plan.as_of):
         published = _recheck_locked(plan, options)
         if published is not None:
             return published
@@ -370,7 +371,7 @@ def run_month(
     decision = decide_month(plan, as_of, months, replace=replace, schema=schema)
     if decision.action is Action.NOTHING_TO_DO:
         log.info("%s: nothing to do", decision.reason)
-        clean_published_work_locked(plan.lake, as_of)
+        clean_published_work_locked(settings, as_of)
         return months[as_of]
     if decision.action is Action.REFUSE:
         raise PublishedMonthError(decision.reason)
