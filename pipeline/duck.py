@@ -6,18 +6,15 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline import scratch
 from pipeline.config import Settings
 
 
-def spill_dir(lake_root: Path) -> Path:
-    return lake_root / "_tmp" / "duckdb"
-
-
 def connect(settings: Settings, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection bounded by ``duckdb_memory_limit``; beyond it DuckDB spills to
-    ``<lake>/_tmp/duckdb`` instead of growing."""
-    spill = spill_dir(settings.lake_root)
-    spill.mkdir(parents=True, exist_ok=True)
+    """A DuckDB connection bounded by ``duckdb_memory_limit``; beyond it DuckDB spills to a folder of
+    this connection's own under ``scratch_dir`` instead of growing. DuckDB makes that folder when it
+    first spills and removes it when the connection closes."""
+    spill = scratch.new_folder_path(settings, "duckdb")
     con = duckdb.connect(database)
     con.execute(f"SET memory_limit = '{_memory_literal(settings.duckdb_memory_limit)}'")
     con.execute("SET temp_directory = ?", [str(spill)])

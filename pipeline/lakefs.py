@@ -47,7 +47,9 @@ class Lake:
         return self.run_dir(as_of) / "manifest.json"
 
     def work(self, as_of: date) -> Path:
-        """Scratch space of one month's run; removed once the month is published."""
+        """The files one month's steps hand to each other (staged and merged Parquet), possibly from
+        another machine; removed once the month is published. A run's own scratch is not here but
+        under ``scratch_dir`` (:mod:`pipeline.scratch`)."""
         return self.root / "_work" / partition(as_of)
 
     def training(self, as_of: date) -> Path:

@@ -224,10 +224,10 @@ def published_leftovers(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) 
 
 
 def clean_published_work(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) -> None:
-    """Remove a published run's leftovers and the publish scratch (``copy/``). Only the holder of the
-    month's exclusive lock may call this: nobody else touches a month's work folder (issue #20 case 2)."""
+    """Remove a published run's leftovers. Only the holder of the month's exclusive lock may call this:
+    nobody else touches a month's work folder (issue #20 case 2)."""
     work = lake.work(as_of)
-    for path in [*published_leftovers(lake, as_of, record), work / "copy"]:
+    for path in published_leftovers(lake, as_of, record):
         shutil.rmtree(path, ignore_errors=True)
     if work.is_dir():
         for folder in sorted((p for p in work.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):

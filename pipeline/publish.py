@@ -22,14 +22,13 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import drift, duck, lakefs, quality, runs
+from pipeline import drift, duck, lakefs, quality, runs, scratch
 from pipeline.config import Settings
 from pipeline.decide import Action
 from pipeline.errors import DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
@@ -136,10 +135,10 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
             pg.connect(dsn, autocommit=True, lock_timeout=lock_timeout) as conn,
             duck.connect(settings) as con,
             pg.errors_are_clear(dsn, plan.as_of, pg_schema),
-            _scratch(plan.lake.work(plan.as_of) / "copy") as scratch,
+            scratch.folder(settings, "copy") as copy_dir,  # the month's CSVs for COPY
         ):
             server_version = pg.server_version(conn)
-            exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, scratch)
+            exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, copy_dir)
             log.info(
                 "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
                 "while the month is loaded into staging schema %s and checked there, and it commits only if "
@@ -160,7 +159,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     merged,
                     exports,
                     staged,
-                    scratch,
+                    copy_dir,
                     lock_timeout,
                 ) as pub,
                 quality.Gate(dsn, schema, stage, plan.as_of, variables, staged) as gate,
@@ -251,18 +250,6 @@ def _start_drift(
 
     threading.Thread(target=compute, name=f"drift-{plan.as_of}", daemon=True).start()
     return result
-
-
-@contextmanager
-def _scratch(folder: Path) -> Iterator[Path]:
-    """The publish's scratch folder (the month's CSVs for COPY), empty at the start (a crashed publish
-    may have left one: only the holder of the month's lock gets here) and removed at the end."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _work_results(plan: MonthPlan, schema: Schema) -> tuple[dict[str, StageResult], dict[str, MergeResult]]:

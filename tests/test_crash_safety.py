@@ -24,6 +24,7 @@ from tests.conftest import FEB, JAN, PROJECT_ROOT, PublishedLake, luigi_bin, pip
 
 SCHEMA = load_schema()
 AFTER_COMMIT = POINTS.index("committed")
+IN_PUBLISH_SCRATCH = (POINTS.index("in_sync"), POINTS.index("lake_published"))  # the COPY scratch folder exists
 
 
 def lake_content(lake_root: Path) -> dict[str, str]:
@@ -83,9 +84,14 @@ def _env(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]
 
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_luigi, lake_root, pg, pg_schema):
-    assert run_luigi("Month", "--as-of", JAN.isoformat()).returncode == 0
-    crashed = run_luigi("Month", "--as-of", FEB.isoformat(), env={"STREAMFLOW_FAILPOINT": point})
+    scratch = lake_root.parent / "scratch"  # scratch_dir's default, the system's temporary folder
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    assert run_luigi("Month", "--as-of", JAN.isoformat(), env=env).returncode == 0
+    crashed = run_luigi("Month", "--as-of", FEB.isoformat(), env={**env, "STREAMFLOW_FAILPOINT": point})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    if IN_PUBLISH_SCRATCH[0] <= POINTS.index(point) <= IN_PUBLISH_SCRATCH[1]:
+        assert list(scratch.glob("streamflow-copy-*")), "killed while publishing, the CSVs for COPY are left"
     manifest = Lake(lake_root).manifest(FEB)
     assert manifest.exists() == (point == "manifest_written"), "the lake never says published early"
     runs = pg.execute(
@@ -93,8 +99,9 @@ def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_l
     ).fetchone()[0]
     assert runs == (1 if POINTS.index(point) >= AFTER_COMMIT else 0), "PostgreSQL publishes only by committing"
 
-    rerun = run_luigi("Month", "--as-of", FEB.isoformat())
+    rerun = run_luigi("Month", "--as-of", FEB.isoformat(), env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert list(scratch.glob("streamflow-*")) == [], "the rerun removes the killed run's scratch"
     lake, postgres = clean_run
     assert lake_content(lake_root) == lake
     assert pg_content(pg, pg_schema) == postgres
