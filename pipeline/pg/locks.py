@@ -10,8 +10,8 @@ The key is one bigint: the first 8 bytes of the sha256 of ``streamflow:<schema>:
 (the consumers' tables the lake publishes into) stands for the lake, because the lake's path differs
 from machine to machine; advisory locks belong to one database, so the server and the database are part
 of the identity too. Two lakes publishing into the same schema would wait for each other's month,
-which is what they should do. The key never collides with the publish-order lock of
-:mod:`pipeline.pg.transaction` but by a 1 in 2**32 chance (that one is a hashtext, an int4).
+which is what they should do. The key equals that of the schema's publish-order lock (a hashtext,
+:mod:`pipeline.pg.transaction`) only by a chance of 1 in 2**64.
 """
 
 from __future__ import annotations
