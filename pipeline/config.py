@@ -90,6 +90,16 @@ def _interval(text: str) -> str:
     return text.strip()
 
 
+def _folder_or_temp(text: str) -> Path | None:
+    """A folder (made on first use), or None for the system's temporary folder (empty value)."""
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    if path.exists() and not path.is_dir():
+        raise _Invalid("must be a folder (made on first use), or empty for the system's temporary folder")
+    return path
+
+
 def _calendar(text: str) -> str:
     if text.strip() not in ("month_end", "any"):
         raise _Invalid("must be month_end (an as_of is the last day of a month) or any")
@@ -152,7 +162,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "duckdb_memory_limit",
         "1GB",
-        "DuckDB spills to `lake/_tmp/duckdb` beyond this; a size such as `1GB`, `512MB`, `2GiB`",
+        "DuckDB spills to disk (under `scratch_dir`) beyond this; a size such as `1GB`, `512MB`, `2GiB`",
         _memory_limit,
     ),
     Setting(
@@ -160,6 +170,13 @@ SETTINGS: tuple[Setting, ...] = (
         "0",
         "threads of each DuckDB connection, a whole number; 0: DuckDB's default (every core)",
         _threads,
+    ),
+    Setting(
+        "scratch_dir",
+        "",
+        "folder under which each run makes (and removes) its own scratch: DuckDB's spill files, the CSVs for "
+        "PostgreSQL's COPY; empty: the system's temporary folder (`TMPDIR`)",
+        _folder_or_temp,
     ),
     Setting("postgres_schema", "public", "schema of the consumers' tables; `POSTGRES_SCHEMA` overrides", _name),
     Setting(
@@ -230,8 +247,9 @@ class Settings:
     max_reject_ratio: float = 0.0  # share of a file's rows that may be rejected; 0 = any reject fails
     volume_change_ratio: float = 0.5  # a drop whose row count moves more than this vs the previous drop fails
     max_delete_ratio: float = 0.10  # --full-dump may delete at most this share of users unless confirmed
-    duckdb_memory_limit: str = "1GB"  # DuckDB spills to <lake>/_tmp/duckdb beyond this
+    duckdb_memory_limit: str = "1GB"  # DuckDB spills to a folder under scratch_dir beyond this
     duckdb_threads: int = 0  # 0 = DuckDB's default (all cores)
+    scratch_dir: Path | None = None  # per-run scratch goes under it; None: the system's temporary folder
     lock_timeout: str = "2min"  # how long a publish waits for a consumer's lock (PostgreSQL interval)
     as_of_calendar: str = "month_end"  # which dates may be an as_of: month_end, or any
     drift_warn_psi: float = 0.1  # a feature drifting more than this (PSI) is a warn-level check

@@ -7,18 +7,15 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline import scratch
 from pipeline.config import Settings
 
 
-def spill_dir(lake_root: Path) -> Path:
-    return lake_root / "_tmp" / "duckdb"
-
-
 def connect(settings: Settings, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection to a database of its own, bounded by ``duckdb_memory_limit``; beyond it DuckDB
-    spills to ``<lake>/_tmp/duckdb`` instead of growing."""
-    spill = spill_dir(settings.lake_root)
-    spill.mkdir(parents=True, exist_ok=True)
+    """A DuckDB connection bounded by ``duckdb_memory_limit``; beyond it DuckDB spills to a folder of
+    this connection's own under ``scratch_dir`` instead of growing. DuckDB makes that folder when it
+    first spills and removes it when the connection closes."""
+    spill = scratch.new_folder_path(settings, "duckdb")
     con = duckdb.connect(database)
     con.execute(f"SET memory_limit = '{_memory_literal(settings.duckdb_memory_limit)}'")
     con.execute("SET temp_directory = ?", [str(spill)])
@@ -33,11 +30,12 @@ _thread = threading.local()
 
 def job(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A connection for one step of a month (stage, merge, export, drift): a cursor on this thread's
-    in-memory database for these settings, opened once. Opening a database costs about 15 ms, a cursor
-    nothing, and a Luigi worker runs a month's twelve steps one after another in one thread. Each cursor
-    has its own temporary tables and registrations (gone when it closes), and each thread its own
-    database, so jobs that run at once keep their own share of ``duckdb_memory_limit`` (:func:`share`)."""
-    key = (settings.duckdb_memory_limit, str(spill_dir(settings.lake_root)), settings.duckdb_threads)
+    in-memory database for these settings, opened once (with its spill folder, see :func:`connect`).
+    Opening a database costs about 15 ms, a cursor nothing, and a Luigi worker runs a month's twelve
+    steps one after another in one thread. Each cursor has its own temporary tables and registrations
+    (gone when it closes), and each thread its own database, so jobs that run at once keep their own
+    share of ``duckdb_memory_limit`` (:func:`share`)."""
+    key = (settings.duckdb_memory_limit, str(settings.scratch_dir), settings.duckdb_threads)
     databases: dict[tuple, duckdb.DuckDBPyConnection] = _thread.__dict__.setdefault("databases", {})
     if key not in databases:
         databases[key] = connect(settings)

@@ -47,7 +47,9 @@ class Lake:
         return self.run_dir(as_of) / "manifest.json"
 
     def work(self, as_of: date) -> Path:
-        """Scratch space of one month's run; removed once the month is published."""
+        """The files one month's steps hand to each other (staged and merged Parquet), possibly from
+        another machine; removed once the month is published. A run's own scratch is not here but
+        under ``scratch_dir`` (:mod:`pipeline.scratch`)."""
         return self.root / "_work" / partition(as_of)
 
     def training(self, as_of: date) -> Path:
@@ -113,25 +115,6 @@ def move_into_place(src: Path, dest: Path) -> None:
     os.rename(src, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def month_lock(lake: Lake, as_of: date, exclusive: bool = True) -> Iterator[None]:
-    """A lock on one month of one lake, held across processes (flock on ``_locks/as_of=….lock``).
-
-    Publishing holds it exclusively; staging and merging share it, so a second run of the same month
-    waits for the first one's publish and then finds the month published. The kernel releases it when
-    the process dies, so a crash never leaves it held."""
-    import fcntl
-
-    path = lake.root / "_locks" / f"{partition(as_of)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def sweep_month(lake: Lake, as_of: date) -> int:

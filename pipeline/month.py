@@ -32,6 +32,7 @@ from pipeline.errors import (
 )
 from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
+from pipeline.pg.locks import month_lock
 from pipeline.schema import Schema, load_schema
 from pipeline.stage import StageResult, sha256_of, stage_table
 
@@ -223,10 +224,10 @@ def published_leftovers(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) 
 
 
 def clean_published_work(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) -> None:
-    """Remove a published run's leftovers and the publish scratch (``copy/``). Only the holder of the
-    month's exclusive lock may call this: nobody else touches a month's work folder (issue #20 case 2)."""
+    """Remove a published run's leftovers. Only the holder of the month's exclusive lock may call this:
+    nobody else touches a month's work folder (issue #20 case 2)."""
     work = lake.work(as_of)
-    for path in [*published_leftovers(lake, as_of, record), work / "copy"]:
+    for path in published_leftovers(lake, as_of, record):
         shutil.rmtree(path, ignore_errors=True)
     if work.is_dir():
         for folder in sorted((p for p in work.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
@@ -373,9 +374,10 @@ def _log_stage(stage: str, table: str, rows: int, seconds: float, extra: str = "
     log.info("%-7s %-18s %9d rows  %6.2fs  %10.0f rows/s  %s", stage, table, rows, seconds, rate, extra)
 
 
-def clean_published_work_locked(lake: lakefs.Lake, as_of: date) -> None:
+def clean_published_work_locked(settings: Settings, as_of: date) -> None:
     """Take the month's exclusive lock and remove what its published run left behind (if still published)."""
-    with lakefs.month_lock(lake, as_of):
+    lake = lakefs.Lake(settings.lake_root)
+    with month_lock(settings, as_of):
         record = published_months(lake).get(as_of)
         if record is not None:
             clean_published_work(lake, as_of, record)

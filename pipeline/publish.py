@@ -22,15 +22,14 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import drift, duck, lakefs, quality, runs
+from pipeline import drift, duck, lakefs, quality, runs, scratch
 from pipeline.config import Settings
 from pipeline.decide import Action
 from pipeline.errors import DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
@@ -51,6 +50,7 @@ from pipeline.month import (
 )
 from pipeline.pg import connect as pg
 from pipeline.pg.copy import CsvExports
+from pipeline.pg.locks import month_lock
 from pipeline.pg.plan import MergedTable, staging_connections, staging_order
 from pipeline.pg.sqltext import staging_schema
 from pipeline.pg.staging import drop_staging, drop_staging_quietly, load_staging
@@ -75,7 +75,7 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     Holds the month's lock throughout: a second run of the same month waits, then finds it published
     (from the same drop) and does nothing."""
     options = options or PublishOptions()
-    with lakefs.month_lock(plan.lake, plan.as_of):
+    with month_lock(settings, plan.as_of):
         published = _recheck_locked(plan, options)
         if published is not None:
             return published
@@ -137,10 +137,10 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
             pg.connect(dsn, autocommit=True, lock_timeout=lock_timeout) as conn,
             duck.job(settings) as con,
             pg.errors_are_clear(dsn, plan.as_of, pg_schema),
-            _scratch(plan.lake.work(plan.as_of) / "copy") as scratch,
+            scratch.folder(settings, "copy") as copy_dir,  # the month's CSVs for COPY
         ):
             server_version = pg.server_version(conn)
-            exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, scratch)
+            exports = CsvExports(con, {t: m.select(schema.table(t)) for t, m in merged.items()}, copy_dir)
             log.info(
                 "publishing %s into PostgreSQL %s (schema %s) in one transaction; the live upsert runs in it "
                 "while the month is loaded into staging schema %s and checked there, and it commits only if "
@@ -161,7 +161,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     merged,
                     exports,
                     staged,
-                    scratch,
+                    copy_dir,
                     lock_timeout,
                 ) as pub,
                 quality.Gate(
@@ -266,18 +266,6 @@ def _start_drift(
 
     threading.Thread(target=compute, name=f"drift-{plan.as_of}", daemon=True).start()
     return result
-
-
-@contextmanager
-def _scratch(folder: Path) -> Iterator[Path]:
-    """The publish's scratch folder (the month's CSVs for COPY), empty at the start (a crashed publish
-    may have left one: only the holder of the month's lock gets here) and removed at the end."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _work_results(plan: MonthPlan, schema: Schema) -> tuple[dict[str, StageResult], dict[str, MergeResult]]:
@@ -386,7 +374,7 @@ def run_month(
     decision = decide_month(plan, as_of, months, replace=replace, schema=schema)
     if decision.action is Action.NOTHING_TO_DO:
         log.info("%s: nothing to do", decision.reason)
-        clean_published_work_locked(plan.lake, as_of)
+        clean_published_work_locked(settings, as_of)
         return months[as_of]
     if decision.action is Action.REFUSE:
         raise PublishedMonthError(decision.reason)

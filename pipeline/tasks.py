@@ -19,12 +19,12 @@ from typing import Any
 
 import luigi
 
-from pipeline import lakefs
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.decide import Action, Decision
 from pipeline.errors import ConfigError, PipelineError, PublishedMonthError
 from pipeline.lakefs import Lake
+from pipeline.pg.locks import month_lock
 from pipeline.schema import load_schema
 from pipeline.stage import check_drop_folder
 
@@ -191,7 +191,7 @@ class _MonthParams(luigi.Task):
 
         quality.warm_up()  # the gate's imports, beside the steps
         plan = self.plan()
-        with lakefs.month_lock(plan.lake, self.as_of, exclusive=False):
+        with month_lock(self.settings(), self.as_of, exclusive=False):
             decision = self.decision()
             if decision.action is Action.NOTHING_TO_DO:
                 log.info("%s: month %s was published by another run meanwhile: nothing to do", self, self.as_of)
@@ -294,7 +294,7 @@ class Month(_MonthParams):
                 log.info("month %s is published; removing the work files its run left behind", self.as_of)
             else:
                 log.info("month %s was published by another run meanwhile: nothing to do", self.as_of)
-            months.clean_published_work_locked(self.lake(), self.as_of)
+            months.clean_published_work_locked(self.settings(), self.as_of)
             return
         if decision.action is Action.REFUSE:
             raise PublishedMonthError(decision.reason)

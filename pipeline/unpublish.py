@@ -22,6 +22,7 @@ from pipeline.config import Settings
 from pipeline.errors import LakeStateError
 from pipeline.month import published_months
 from pipeline.pg import connect as pg
+from pipeline.pg.locks import month_lock
 from pipeline.pg.sqltext import RUNS_TABLE
 from pipeline.pg.tables import published_runs
 from pipeline.pg.transaction import advisory_key
@@ -66,7 +67,7 @@ def plan_unpublish(settings: Settings, as_of: date) -> Unpublishing:
 def unpublish(settings: Settings, plan: Unpublishing, schema: Schema | None = None) -> None:
     schema = schema or load_schema()
     lake = lakefs.Lake(settings.lake_root)
-    with lakefs.month_lock(lake, plan.as_of):
+    with month_lock(settings, plan.as_of):
         again = plan_unpublish(settings, plan.as_of)  # under the lock: still published, still the latest
         if again != plan:
             raise LakeStateError(f"month {plan.as_of} changed while asking ({again.run_id}); nothing was changed")

@@ -1,10 +1,13 @@
 """Access and limits (issue #5): a consumer role that can read but not write, secrets that never reach
-a log, and a drop larger than DuckDB's memory limit."""
+a log, a drop larger than DuckDB's memory limit, and scratch kept out of the lake."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +17,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pipeline import duck, scratch
+from pipeline.config import Settings
 from pipeline.generate import generate_drops
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
@@ -79,16 +84,50 @@ def test_the_password_never_reaches_a_log_or_the_lake(run_luigi, pg_dsn: str, la
 
 
 def test_a_drop_larger_than_duckdb_memory_limit_is_ingested(settings, tmp_path: Path):
-    """DuckDB works within duckdb_memory_limit and spills to <lake>/_tmp/duckdb beyond it."""
+    """DuckDB works within duckdb_memory_limit and spills to scratch_dir beyond it, never into the lake;
+    each connection's spill folder is gone once the month is done."""
     ((as_of, drop),) = generate_drops(tmp_path / "big", users=400_000, months=1, seed=3)
     drop_bytes = sum(p.stat().st_size for p in drop.glob("*.csv"))
     limit = "48MB"
     assert drop_bytes > 48 * 1024 * 1024, drop_bytes
-    record = run_month(settings.with_(duckdb_memory_limit=limit, months={}), as_of, drop)
+    scratch = tmp_path / "scratch"
+    record = run_month(settings.with_(duckdb_memory_limit=limit, months={}, scratch_dir=scratch), as_of, drop)
     assert record.rows["users"] == 400_000
     users = duckdb.execute(
         f"SELECT count(*) FROM read_parquet('{Lake(settings.lake_root).snapshot_file('users', as_of)}')"
     ).fetchone()[0]
     assert users == 400_000
-    assert (settings.lake_root / "_tmp" / "duckdb").is_dir()
+    assert not (settings.lake_root / "_tmp").exists()
+    assert list(scratch.iterdir()) == []
     assert json.loads(Lake(settings.lake_root).manifest(as_of).read_text())["status"] == "published"
+
+
+def test_duckdb_spills_into_a_folder_of_its_own_under_scratch_dir_removed_at_close(tmp_path: Path):
+    settings = Settings(
+        lake_root=tmp_path / "lake", scratch_dir=tmp_path / "scratch", duckdb_memory_limit="100MB", duckdb_threads=1
+    )
+    with duck.connect(settings) as con:
+        spill = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+        assert spill.parent == tmp_path / "scratch" and spill.name.startswith("streamflow-duckdb-")
+        rows = "SELECT range AS i, md5(range::VARCHAR) AS a, md5((-range)::VARCHAR) AS b FROM range(3000000)"
+        con.execute(f"CREATE TABLE t AS {rows}")
+        assert con.execute("SELECT count(*) FROM (SELECT * FROM t ORDER BY a)").fetchone()[0] == 3_000_000
+        assert any(spill.iterdir()), "DuckDB did not spill: the test needs more rows than its memory limit"
+    assert not spill.exists()
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_killed_process_s_scratch_folder_is_removed_by_the_next_one_and_a_live_one_is_kept(tmp_path: Path):
+    settings = Settings(lake_root=tmp_path / "lake", scratch_dir=tmp_path / "scratch")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with scratch.folder(settings, "copy") as mine:
+        left = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{dead}-"))
+        left.mkdir()
+        (left / "users.csv").write_text("1,2\n")
+        with scratch.folder(settings, "copy") as other:  # making a folder sweeps the dead process's
+            assert not left.exists()
+            assert mine.is_dir() and other.is_dir()
+        assert not other.exists() and mine.is_dir()
+    assert list((tmp_path / "scratch").iterdir()) == []

@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
@@ -17,11 +18,13 @@ from psycopg import sql
 
 from pipeline.failpoints import POINTS
 from pipeline.lakefs import Lake
+from pipeline.pg.locks import month_lock_key
 from pipeline.schema import load_schema
 from tests.conftest import FEB, JAN, PROJECT_ROOT, PublishedLake, luigi_bin, pipeline_environment, start_luigi
 
 SCHEMA = load_schema()
 AFTER_COMMIT = POINTS.index("committed")
+IN_PUBLISH_SCRATCH = (POINTS.index("in_sync"), POINTS.index("lake_published"))  # the COPY scratch folder exists
 
 
 def lake_content(lake_root: Path) -> dict[str, str]:
@@ -81,9 +84,14 @@ def _env(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]
 
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_luigi, lake_root, pg, pg_schema):
-    assert run_luigi("Month", "--as-of", JAN.isoformat()).returncode == 0
-    crashed = run_luigi("Month", "--as-of", FEB.isoformat(), env={"STREAMFLOW_FAILPOINT": point})
+    scratch = lake_root.parent / "scratch"  # scratch_dir's default, the system's temporary folder
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    assert run_luigi("Month", "--as-of", JAN.isoformat(), env=env).returncode == 0
+    crashed = run_luigi("Month", "--as-of", FEB.isoformat(), env={**env, "STREAMFLOW_FAILPOINT": point})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    if IN_PUBLISH_SCRATCH[0] <= POINTS.index(point) <= IN_PUBLISH_SCRATCH[1]:
+        assert list(scratch.glob("streamflow-copy-*")), "killed while publishing, the CSVs for COPY are left"
     manifest = Lake(lake_root).manifest(FEB)
     assert manifest.exists() == (point == "manifest_written"), "the lake never says published early"
     runs = pg.execute(
@@ -91,8 +99,9 @@ def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_l
     ).fetchone()[0]
     assert runs == (1 if POINTS.index(point) >= AFTER_COMMIT else 0), "PostgreSQL publishes only by committing"
 
-    rerun = run_luigi("Month", "--as-of", FEB.isoformat())
+    rerun = run_luigi("Month", "--as-of", FEB.isoformat(), env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert list(scratch.glob("streamflow-*")) == [], "the rerun removes the killed run's scratch"
     lake, postgres = clean_run
     assert lake_content(lake_root) == lake
     assert pg_content(pg, pg_schema) == postgres
@@ -109,13 +118,13 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
     env = _env(lake_root, dsn, "restarted", STREAMFLOW_PAUSE="in_sync:6")
     try:
         run = start_luigi("Month", "--as-of", JAN.isoformat(), env=env)
-        import time
-
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until the run sits inside its publish transaction
             with psycopg.connect(dsn, autocommit=True) as conn:
+                # the publish order's advisory lock, held in a transaction (the month's lock is not)
                 waiting = conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND a.state = 'idle in transaction'"
                 ).fetchone()[0]
             if waiting:
                 break
@@ -167,6 +176,46 @@ def test_the_same_month_twice_at_once_publishes_once(run_luigi, pipeline_env, la
             )
         ).fetchone()
         assert count == distinct
+
+
+def test_a_month_waits_for_its_lock_held_by_another_machine_in_postgresql(pipeline_env, lake_root, pg, pg_schema):
+    """The month's lock lives in PostgreSQL, not in the lake's folder: a session holding it (here the
+    test's own connection, as another machine's run would) makes a run of the month wait, and letting it
+    go lets the run publish. Another month of the same schema is not held up."""
+    key = month_lock_key(pg_schema, JAN)
+    other_month = month_lock_key(pg_schema, FEB)
+    assert key != other_month and key != month_lock_key(pg_schema + "_other", JAN)
+    pg.execute("SELECT pg_advisory_lock(%s)", [key])
+    run = start_luigi("Month", "--as-of", JAN.isoformat(), env=pipeline_env)
+    try:
+        deadline = time.monotonic() + 120
+        while not _sessions_on(pg, key, granted=False):  # the run's session queued behind ours
+            assert run.poll() is None, run.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never asked PostgreSQL for the month's lock"
+            time.sleep(0.2)
+        time.sleep(1)
+        assert run.poll() is None, "the run went on while another session held the month's lock"
+        assert not Lake(lake_root).manifest(JAN).exists()
+        pg.execute("SELECT pg_advisory_unlock(%s)", [key])
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr[-3000:]
+    assert f"month {JAN} is locked by another run (PostgreSQL backend pid {pg.info.backend_pid}" in stderr
+    assert json.loads(Lake(lake_root).manifest(JAN).read_text())["status"] == "published"
+    assert not (lake_root / "_locks").exists()
+    assert _sessions_on(pg, key) == 0, "the run's lock ends with its connection"
+
+
+def _sessions_on(pg: psycopg.Connection, key: int, granted: bool | None = None) -> int:
+    """How many sessions hold (granted), wait for (not granted) or either the advisory lock ``key``."""
+    return pg.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND (%s::boolean IS NULL OR granted = %s) "
+        "AND objsubid = 1 AND classid = ((%s::bigint >> 32) & 4294967295)::oid "
+        "AND objid = (%s::bigint & 4294967295)::oid",
+        [granted, granted, key, key],
+    ).fetchone()[0]
 
 
 def test_two_months_at_once_both_end_published_in_order(pipeline_env, lake_root, pg, pg_schema):

@@ -30,7 +30,7 @@ def tree_state(root: Path) -> dict[str, tuple[int, str]]:
     return {
         str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "_postgres" not in p.parts and "_tmp" not in p.parts
+        if p.is_file() and "_postgres" not in p.parts
     }
 
 

@@ -197,6 +197,8 @@ FAILING_RULES = {
 @pytest.mark.parametrize("rule", sorted(FAILING_RULES))
 def test_failing_rule_stops_the_month_and_changes_nothing(rule, settings, tmp_path, pg, pg_schema, lake_root):
     breaker, check, table, column = FAILING_RULES[rule]
+    scratch = tmp_path / "scratch"
+    settings = settings.with_(scratch_dir=scratch)
     run_month(settings, JAN)
     before_pg, before_lake = fingerprint(pg, pg_schema), sorted(p.name for p in lake_root.glob("snapshots/*/*"))
     drop = seed_copy(tmp_path / "feb", "month_001")
@@ -219,6 +221,7 @@ def test_failing_rule_stops_the_month_and_changes_nothing(rule, settings, tmp_pa
         "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
     ).fetchone()[0]
     assert staging == 0
+    assert list(scratch.iterdir()) == [], "a refused month's scratch (the CSVs for COPY) is removed"
 
 
 def test_negative_watch_hours_through_luigi_exits_non_zero_naming_the_check(run_luigi, tmp_path, pg, pg_schema):

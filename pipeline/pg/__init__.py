@@ -4,6 +4,7 @@ The modules import one another only downwards, in this order (no cycle):
 
 - :mod:`~pipeline.pg.sqltext`: quoted names, the staging schema's name (no I/O);
 - :mod:`~pipeline.pg.connect`: connections and the errors a person can act on;
+- :mod:`~pipeline.pg.locks`: the per-month lock every machine sees (an advisory lock);
 - :mod:`~pipeline.pg.copy`: the month's rows as the CSV that COPY reads (DuckDB writes it once);
 - :mod:`~pipeline.pg.plan`: pure decisions: the order staging loads the tables in and, per table, where
   the live write reads its rows from (:func:`~pipeline.pg.plan.plan_live`);

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -38,11 +38,18 @@ def resolve_dsn(settings: PostgresSettings, lake_root: Path) -> str:
 
 
 @contextmanager
-def connect(dsn: str, autocommit: bool = False, lock_timeout: str | None = None) -> Iterator[psycopg.Connection]:
+def connect(
+    dsn: str,
+    autocommit: bool = False,
+    lock_timeout: str | None = None,
+    server_settings: Mapping[str, str] | None = None,
+) -> Iterator[psycopg.Connection]:
     """A connection, or one clear line saying which server refused and why (never the password).
     ``lock_timeout``: how long a statement waits for a lock another session holds (a consumer's open
-    transaction) before it fails with :data:`LOCK_NOT_AVAILABLE`; None waits for ever."""
-    options = f"-c lock_timeout={lock_timeout}" if lock_timeout else None
+    transaction) before it fails with :data:`LOCK_NOT_AVAILABLE`; None: the server's default (for ever).
+    ``server_settings``: more settings of the session, name -> value."""
+    wanted = {**(server_settings or {}), **({"lock_timeout": lock_timeout} if lock_timeout else {})}
+    options = " ".join(f"-c {name}={value}" for name, value in wanted.items()) or None
     try:
         conn = psycopg.connect(
             dsn, autocommit=autocommit, connect_timeout=10, application_name=APPLICATION_NAME, options=options

@@ -148,6 +148,7 @@ INVALID = [
     ("duckdb_threads", "all", THREADS),
     ("lake_root", " ", "must not be empty"),
     ("postgres_schema", "", "must not be empty"),
+    ("scratch_dir", "luigi.cfg", "must be a folder (made on first use), or empty for the system's temporary folder"),
 ]
 
 
@@ -178,6 +179,8 @@ VALID = [
     ("duckdb_memory_limit", "1.5GB", "1.5GB"),
     ("duckdb_threads", "0", 0),
     ("duckdb_threads", "4", 4),
+    ("scratch_dir", "scratch", Path("scratch")),
+    ("scratch_dir", "", None),  # the system's temporary folder
 ]
 
 

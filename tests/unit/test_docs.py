@@ -25,7 +25,9 @@ STALE = "README.md's configuration table differs from pipeline.config.SETTINGS: 
 
 
 def render_table() -> str:
-    rows = [f"| `[{PIPELINE_SECTION}] {s.key}` | `{s.default}` | {s.meaning} |" for s in SETTINGS]
+    rows = [
+        f"| `[{PIPELINE_SECTION}] {s.key}` | {f'`{s.default}`' if s.default else ''} | {s.meaning} |" for s in SETTINGS
+    ]
     rows.append(f"| `[{MONTHS_SECTION}] YYYY-MM-DD` | | drop folder of that as_of |")
     return "| key | default | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n"
 
