@@ -42,6 +42,13 @@ def job(settings: Settings) -> duckdb.DuckDBPyConnection:
     return databases[key].cursor()
 
 
+def release_jobs() -> None:
+    """Close this thread's databases of :func:`job` (a month is done): their memory and spill folders go
+    now, not when the thread ends. A later job opens a new one."""
+    for con in _thread.__dict__.pop("databases", {}).values():
+        con.close()
+
+
 # A DuckDB job (staging one table, merging one, exporting one to PostgreSQL) runs next to another only if
 # each still gets this much of ``duckdb_memory_limit``; below it they run one at a time, as DuckDB spills
 # far more, and an export (which keeps row order) can run out of memory when squeezed.

@@ -75,12 +75,15 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
     Holds the month's lock throughout: a second run of the same month waits, then finds it published
     (from the same drop) and does nothing."""
     options = options or PublishOptions()
-    with month_lock(settings, plan.as_of):
-        published = _recheck_locked(plan, options)
-        if published is not None:
-            return published
-        lakefs.sweep_month(plan.lake, plan.as_of)
-        return _publish_locked(settings, plan, options)
+    try:
+        with month_lock(settings, plan.as_of):
+            published = _recheck_locked(plan, options)
+            if published is not None:
+                return published
+            lakefs.sweep_month(plan.lake, plan.as_of)
+            return _publish_locked(settings, plan, options)
+    finally:
+        duck.release_jobs()  # the month's DuckDB work is done
 
 
 def _recheck_locked(plan: MonthPlan, options: PublishOptions) -> runs.RunRecord | None:
