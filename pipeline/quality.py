@@ -280,20 +280,9 @@ def _scan(
 
 
 def _import_soda() -> None:
-    _disable_soda_telemetry()
-    import soda.scan  # noqa: F401 - about 0.3 s of imports
-
-
-_warming: list[threading.Thread] = []
-
-
-def warm_up() -> None:
-    """Import Soda in a thread of its own, once per process, while a month's steps run: most of the
-    steps' time is DuckDB's, which lets the import's Python run beside it, so the gate does not pay for
-    it when the month is staged (0.3 s of a small month's 1-2 s)."""
-    if not _warming:
-        _warming.append(threading.Thread(target=_import_soda, name="soda-import", daemon=True))
-        _warming[0].start()
+    """Soda's own imports, about 0.3 s: run first on the gate's thread, while the staging load's threads
+    wait on PostgreSQL (in the month's steps before, an import in a thread only took turns with them)."""
+    import soda.scan  # noqa: F401
 
 
 def _all_succeeded(futures: Iterable[Future[int]]) -> bool:
@@ -344,8 +333,6 @@ class Gate:
         checks_dir: Path = CHECKS_DIR,
         together: bool = False,
     ) -> None:
-        for thread in _warming:
-            thread.join()  # one import of Soda at a time
         _disable_soda_telemetry()
         logging.getLogger("soda").setLevel(logging.WARNING)
         self._scan = functools.partial(_scan, dsn, staging_schema, as_of, variables)
@@ -359,7 +346,7 @@ class Gate:
         self._scans: dict[str, Future[tuple[list[CheckResult], float]]] = {}
         self._root = staged[schema.root.name]
         self._together = together
-        self._pool.submit(_import_soda)  # while the first partitions load (if not warmed up already)
+        self._pool.submit(_import_soda)  # while the first partitions load
         if together:
             _when_all(list(staged.values()), self._ready_together)
         else:

@@ -187,9 +187,6 @@ class _MonthParams(luigi.Task):
         return months.decide_month(plan, self.as_of, published, replace=replace, as_dependency=as_dependency)
 
     def run_step(self, step: Callable[[Settings, months.MonthPlan, str], object], table: str) -> None:
-        from pipeline import quality
-
-        quality.warm_up()  # the gate's imports, beside the steps
         plan = self.plan()
         with month_lock(self.settings(), self.as_of, exclusive=False):
             decision = self.decision()
