@@ -280,8 +280,8 @@ def _scan(
 
 
 def _import_soda() -> None:
-    """Soda's own imports, about 0.3 s: run first on the gate's thread, while the staging load's threads
-    wait on PostgreSQL (in the month's steps before, an import in a thread only took turns with them)."""
+    """Soda's own imports, about 0.3 s: the gate's thread runs them first, while the staging load's
+    threads wait on PostgreSQL."""
     import soda.scan  # noqa: F401
 
 
