@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -77,9 +78,7 @@ def prepare(out: Path, users: int) -> dict:
             tmp.rename(target)
         files[csv.stem] = target.stat().st_size
     query_file = pq_dir / f"{QUERY_TABLE}.parquet"
-    rows, groups = con.execute(
-        f"SELECT count(*), count(DISTINCT row_group_id) FROM parquet_metadata('{query_file}')"
-    ).fetchone()
+    (groups,) = con.execute(f"SELECT count(DISTINCT row_group_id) FROM parquet_metadata('{query_file}')").fetchone()
     (n_rows,) = con.execute(f"SELECT count(*) FROM '{query_file}'").fetchone()
     (point_id,) = con.execute(
         f"SELECT user_id FROM '{query_file}' ORDER BY user_id LIMIT 1 OFFSET {n_rows * 2 // 3}"
@@ -103,12 +102,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_moto(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def serve(port: int) -> None:
+    """moto's S3 server (as ``moto_server``), with one answer put right.
+
+    moto 5.2 answers CompleteMultipartUpload with a ``<CompleteMultipartUploadResponse>`` root; S3's is
+    ``<CompleteMultipartUploadResult>``. The AWS C++ SDK in pyarrow reads the former as "an error
+    embedded in a 200 OK", retries three times and fails every multipart upload (pyarrow's writes above
+    5 MB, and every ``open_output_stream`` without ``allow_delayed_open``). botocore (s3fs, boto3) does
+    not mind. Only that one answer is rewritten; every other request passes through untouched.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+
+    def fixed(environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST" or "uploadId=" not in environ.get("QUERY_STRING", ""):
+            return app(environ, start_response)
+        got: dict = {}
+
+        def capture(status, headers, exc_info=None):
+            got["status"], got["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(app(environ, capture))
+        body = body.replace(b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult")
+        headers = [(k, v) for k, v in got["headers"] if k.lower() != "content-length"]
+        start_response(got["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    run_simple("127.0.0.1", port, fixed, threaded=True)
+
+
+def start_moto(port: int, log: Path) -> subprocess.Popen:
+    """moto's server in a process of its own; its request log (werkzeug's, no headers) goes to ``log``."""
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.s3_access", "--serve", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -153,13 +186,34 @@ def _status_kib(field: str) -> int:
 
 
 class Timer:
-    def __init__(self, server_pid: int | None):
+    def __init__(self, server_pid: int | None, server_log: Path | None):
         import psutil
 
         self.server = psutil.Process(server_pid) if server_pid else None
+        self.log = server_log if server_pid else None
         self.samples: dict[str, dict] = {}
 
+    def _log_pos(self) -> int:
+        return self.log.stat().st_size if self.log else 0
+
+    def _requests(self, start: int) -> dict[str, int] | None:
+        """The S3 requests the server logged since ``start``: per method, and 206 = ranged GETs."""
+        if not self.log:
+            return None
+        time.sleep(0.1)  # the server logs a request after answering it
+        counts: dict[str, int] = {}
+        with open(self.log, "rb") as f:
+            f.seek(start)
+            for line in f.read().decode(errors="replace").splitlines():
+                m = re.search(r'"([A-Z]+) \S+ HTTP/[\d.]+" (\d{3})', line)
+                if m:
+                    counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+                    if m.group(2) == "206":
+                        counts["GET 206"] = counts.get("GET 206", 0) + 1
+        return counts
+
     def run(self, name: str, fn):
+        log0 = self._log_pos()
         reset = _rss_reset()
         rss0 = _status_kib("VmRSS")
         srv0 = sum(self.server.cpu_times()[:2]) if self.server else 0.0
@@ -174,16 +228,18 @@ class Timer:
             "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1) if reset else None,
             "rss_before_mib": round(rss0 / 1024, 1),
             "result": result,
+            "requests": self._requests(log0),
         }
         return result
 
 
 def worker(layer: str, data_dir: Path, endpoint: str, server_pid: int, point_id: str, scratch: Path) -> dict:
+    server_log = scratch / "moto.log"
     import duckdb
     import pyarrow.parquet as pq
 
     tables = sorted(p.stem for p in data_dir.glob("*.parquet"))
-    timer = Timer(server_pid if layer != "local" else None)
+    timer = Timer(server_pid if layer != "local" else None, server_log)
     prefix = f"{layer}/snapshots"
     key = f"{QUERY_TABLE}/as_of={AS_OF}/data.parquet"
 
@@ -209,7 +265,7 @@ def worker(layer: str, data_dir: Path, endpoint: str, server_pid: int, point_id:
                 con = connect()
                 bind(con)
                 if name == "projection":
-                    return con.execute(sql).fetch_arrow_table().num_rows
+                    return con.execute(sql).to_arrow_table().num_rows
                 row = con.execute(sql).fetchall()
                 return len(row) if name == "point" else [float(v) for v in row[0]]
 
@@ -275,7 +331,7 @@ def worker(layer: str, data_dir: Path, endpoint: str, server_pid: int, point_id:
 
         def write_arrow():
             con = connect()
-            reader = con.execute(write_src).fetch_record_batch(122_880)
+            reader = con.execute(write_src).to_arrow_reader(122_880)
             dst = f"{BUCKET}/{layer}/out/result_arrow.parquet"
             with pq.ParquetWriter(dst, reader.schema, filesystem=s3, compression="zstd") as w:
                 for batch in reader:
@@ -451,8 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--point-id", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    if args.serve:
+        serve(args.serve)
+        return 0
 
     if args.worker:
         res = worker(args.worker, args.data, args.endpoint, args.server_pid, args.point_id, args.out)
@@ -465,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {args.users} users, {data['dir']}, prepared in {time.perf_counter() - t0:.1f} s", flush=True)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    server = start_moto(port)
+    server = start_moto(port, args.out / "moto.log")
     results: dict = {
         "users": args.users,
         "repeat": args.repeat,
@@ -541,6 +601,7 @@ def medians(samples: dict) -> dict:
                 xs = [v[f] for v in vals if v[f] is not None]
                 med[f] = round(statistics.median(xs), 3) if xs else None
             med["samples_wall_s"] = [v["wall_s"] for v in vals]
+            med["requests"] = vals[-1].get("requests")
             out.setdefault(layer, {})[op] = med
     return out
 
@@ -563,6 +624,12 @@ def print_table(results: dict) -> None:
                 else f"{m['wall_s']:.3f} / {m['cpu_s']:.2f} / {m['server_cpu_s']:.2f} / {m['peak_rss_mib']}"
             )
         print(f"| {op} | " + " | ".join(cells) + " |")
+    print("\nS3 requests per operation (last repeat; GET 206 = ranged GETs):")
+    for layer in layers:
+        for op in OPS:
+            m = results["medians"][layer].get(op)
+            if m and m.get("requests") is not None:
+                print(f"  {layer:8s} {op:12s} {m['requests']}")
     print("\nconditional put:")
     for k, v in results.get("conditional_put", {}).items():
         print(f"  {k}: {v}")
