@@ -9,7 +9,8 @@ itself; the candidates are layers in Python that DuckDB reads and writes through
 
 * ``pyarrow``: ``pyarrow.fs.S3FileSystem``; DuckDB scans a ``pyarrow.dataset`` registered as a view
   and writes by streaming its result as Arrow batches into ``pyarrow.parquet.ParquetWriter`` on S3
-  (``write_arrow``), or by ``COPY`` to a local file uploaded afterwards (``write_local_upload``).
+  (``write_arrow``), or by ``COPY`` to a local file uploaded afterwards (``write_copy``).
+  ``pyarrow_delayed`` is the same with ``allow_delayed_open=True`` (one PutObject for a small file).
 * ``s3fs``: an ``s3fs.S3FileSystem`` registered in DuckDB (``register_filesystem``), then
   ``read_parquet('s3://...')`` and ``COPY ... TO 's3://...'`` in plain SQL.
 * ``local``: the same on local disk, the reference.
@@ -44,7 +45,9 @@ BUCKET = "lake"
 AS_OF = "2024-01-31"
 QUERY_TABLE = "subscriptions"
 NUMERIC_COLUMN = "monthly_fee"
-LAYERS = ("pyarrow", "s3fs", "local")
+# pyarrow_delayed: S3FileSystem(allow_delayed_open=True), which sends a file smaller than a part as one
+# PutObject instead of a multipart upload (create, part, complete)
+LAYERS = ("pyarrow", "pyarrow_delayed", "s3fs", "local")
 REGION = "us-east-1"
 # moto takes any key; these never leave the machine and are never printed
 DUMMY_KEY = "s3bench-dummy-key"
@@ -294,7 +297,7 @@ def worker(layer: str, data_dir: Path, endpoint: str, server_pid: int, point_id:
 
         timer.run("write_copy", write)
 
-    elif layer == "pyarrow":
+    elif layer in ("pyarrow", "pyarrow_delayed"):
         import pyarrow.dataset as ds
         from pyarrow import fs as pafs
 
@@ -305,6 +308,7 @@ def worker(layer: str, data_dir: Path, endpoint: str, server_pid: int, point_id:
                 endpoint_override=endpoint.removeprefix("http://"),
                 scheme="http",
                 region=REGION,
+                allow_delayed_open=layer == "pyarrow_delayed",
             )
 
         timer.run("connect", lambda: make_fs() and None)
