@@ -25,9 +25,11 @@ from pipeline.schema import Schema, Table
 BULK_WRITE_ROWS = 50_000
 # Staging loads two tables at a time, each on its own connection: while PostgreSQL parses one table's
 # COPY, DuckDB writes out the next, and on two cores both are busy. While the live upsert keeps a
-# backend busy with a big write, one at a time: one busy backend per core, and the tables the upsert
-# reads from staging arrive one by one from the start (see bench/RESULTS.md).
+# backend busy with a big write (more than SERIAL_STAGING_ABOVE rows), one at a time: one busy backend
+# per core, and the tables the upsert reads from staging arrive one by one from the start. A smaller
+# write is over soon enough for two loads to pay (bench/RESULTS.md, "Tuning constants").
 STAGING_CONNECTIONS = 2
+SERIAL_STAGING_ABOVE = 500_000
 # A key build sorts the table's keys: in memory when they fit (the default 64MB spills a million-row
 # key's sort to disk; bench/RESULTS.md, "Tuning constants").
 KEY_BUILD_MEMORY = "256MB"
@@ -70,7 +72,7 @@ class MergedTable:
 
 def staging_connections(live_writes: int) -> int:
     """Connections for the staging load, given the rows the live upsert writes meanwhile."""
-    return 1 if live_writes > BULK_WRITE_ROWS else STAGING_CONNECTIONS
+    return 1 if live_writes > SERIAL_STAGING_ABOVE else STAGING_CONNECTIONS
 
 
 def staging_order(schema: Schema, merged: dict[str, MergedTable], first: Collection[str] = ()) -> list[str]:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.pg.plan import BULK_WRITE_ROWS, MergedTable, Removal, Source, plan_live, staging_order
+from pipeline.pg.plan import (
+    BULK_WRITE_ROWS,
+    SERIAL_STAGING_ABOVE,
+    STAGING_CONNECTIONS,
+    MergedTable,
+    Removal,
+    Source,
+    plan_live,
+    staging_connections,
+    staging_order,
+)
 from pipeline.schema import load_schema
 
 SCHEMA = load_schema()
@@ -89,3 +99,10 @@ def test_a_big_write_into_a_table_with_rows_drops_only_its_references():
     (users,) = plan.writes
     assert users.bulk and not users.empty and users.source is Source.CHANGES
     assert plan.bulk == [ROOT] and plan.empty == []
+
+
+def test_staging_loads_one_table_at_a_time_only_beside_a_live_write_too_big_to_be_over_soon():
+    assert STAGING_CONNECTIONS == 2
+    assert staging_connections(0) == staging_connections(SERIAL_STAGING_ABOVE) == STAGING_CONNECTIONS
+    assert staging_connections(SERIAL_STAGING_ABOVE + 1) == 1
+    assert staging_connections(BULK_WRITE_ROWS + 1) == STAGING_CONNECTIONS  # a write that drops references
