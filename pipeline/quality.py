@@ -291,13 +291,14 @@ def _all_succeeded(futures: Iterable[Future[int]]) -> bool:
 
 def _when_all(futures: list[Future[int]], then: Callable[[list[Future[int]]], None]) -> None:
     """Call ``then(futures)`` once, when the last of ``futures`` is done (resolved, failed or cancelled)."""
-    remaining = [len(futures)]
+    remaining = len(futures)
     lock = threading.Lock()
 
     def one_done(_: Future[int]) -> None:
+        nonlocal remaining
         with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
+            remaining -= 1
+            last = remaining == 0
         if last:
             then(futures)
 

@@ -148,21 +148,32 @@ class AsOfParameter(luigi.DateParameter):
             ) from None
 
 
-class _MonthParams(luigi.Task):
-    as_of = AsOfParameter(description="the month's as_of date (its last day), e.g. 2024-01-31")
-    source = luigi.Parameter(default="", description="the drop folder; default: luigi.cfg [months]")
-    full_dump = luigi.BoolParameter(description="the drop is complete: ids absent from it are deleted")
+class _PipelineTask(luigi.Task):
+    """What every task of the pipeline shares: its settings, read once per task instance (luigi.cfg,
+    .env) when Luigi first asks, and a PipelineError reported as its message, not a traceback."""
 
-    # Settings and plan are read once per task instance (luigi.cfg, .env, the manifests, each drop
-    # file's identity), when Luigi first asks; the decision is taken again whenever it is asked for.
     _settings: Settings | None = None
-    _plan: months.MonthPlan | None = None
 
     def settings(self) -> Settings:
         if self._settings is None:
             configure_logging()
             self._settings = load_settings()
         return self._settings
+
+    def on_failure(self, exception: BaseException) -> str:
+        if isinstance(exception, PipelineError):
+            return str(exception)
+        return super().on_failure(exception)
+
+
+class _MonthParams(_PipelineTask):
+    as_of = AsOfParameter(description="the month's as_of date (its last day), e.g. 2024-01-31")
+    source = luigi.Parameter(default="", description="the drop folder; default: luigi.cfg [months]")
+    full_dump = luigi.BoolParameter(description="the drop is complete: ids absent from it are deleted")
+
+    # The plan is read once per task instance (the manifests, each drop file's identity), when Luigi
+    # first asks; the decision is taken again whenever it is asked for.
+    _plan: months.MonthPlan | None = None
 
     def plan(self) -> months.MonthPlan:
         if self._plan is None:
@@ -194,11 +205,6 @@ class _MonthParams(luigi.Task):
                 log.info("%s: month %s was published by another run meanwhile: nothing to do", self, self.as_of)
                 return
             step(self.settings(), plan, table)
-
-    def on_failure(self, exception: BaseException) -> str:
-        if isinstance(exception, PipelineError):
-            return str(exception)
-        return super().on_failure(exception)
 
 
 class StageTable(_MonthParams):
@@ -323,16 +329,12 @@ class Backfill(luigi.WrapperTask):
         return [Month(as_of=d) for d in configured]
 
 
-class Report(luigi.Task):
+class Report(_PipelineTask):
     """The month report of D (and the overview), written to <lake>/reports/ (:mod:`pipeline.report`).
     Requires no task: it reports what the lake holds about D, published or refused; complete while no run
     record is newer than it."""
 
     as_of = luigi.DateParameter(description="the month to report on, e.g. 2024-02-29")
-
-    def settings(self) -> Settings:
-        configure_logging()
-        return load_settings()
 
     def output(self) -> luigi.LocalTarget:
         from pipeline.report import month_page
@@ -349,11 +351,6 @@ class Report(luigi.Task):
 
         write_reports(self.settings(), self.as_of)
 
-    def on_failure(self, exception: BaseException) -> str:
-        if isinstance(exception, PipelineError):
-            return str(exception)
-        return super().on_failure(exception)
-
 
 # Luigi's own type information for this mixin differs between releases (3.7 does not declare it, 3.8 does);
 # the [feast] extra resolves Luigi 3.7, so the base is taken as a plain value here.
@@ -369,7 +366,7 @@ class OptionalDateParameter(_OptionalParameterMixin, luigi.DateParameter):
     expected_type = date
 
 
-class TrainingSet(luigi.Task):
+class TrainingSet(_PipelineTask):
     """The point-in-time training set of a published month, written to <lake>/training/as_of=D/
     (:mod:`pipeline.training`).
 
@@ -381,10 +378,6 @@ class TrainingSet(luigi.Task):
     label_as_of = OptionalDateParameter(
         default=_NO_DATE, description="a later published month whose labels give churn_label (default: as_of)"
     )
-
-    def settings(self) -> Settings:
-        configure_logging()
-        return load_settings()
 
     def output(self) -> luigi.LocalTarget:
         from pipeline.training import output_dir
@@ -408,8 +401,3 @@ class TrainingSet(luigi.Task):
 
         settings = self.settings()
         write_training_set(settings.lake_root, self.as_of, self.label_as_of, settings)
-
-    def on_failure(self, exception: BaseException) -> str:
-        if isinstance(exception, PipelineError):
-            return str(exception)
-        return super().on_failure(exception)
