@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+_announced: set[str] = set()  # the servers whose URI this process has logged
 
 
 def data_dir(lake_root: Path) -> Path:
@@ -22,7 +23,9 @@ def embedded_dsn(lake_root: Path) -> str:
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     uri = server.get_uri()
-    log.info("No PostgreSQL configured (POSTGRES_DSN / POSTGRES_HOST): using the embedded server at %s", uri)
+    if uri not in _announced:  # once per process: every task of a month connects (its month lock)
+        _announced.add(uri)
+        log.info("No PostgreSQL configured (POSTGRES_DSN / POSTGRES_HOST): using the embedded server at %s", uri)
     return uri
 
 

@@ -405,12 +405,13 @@ class Gate:
         for check in report.warned:
             log.warning("check warned: %s", check.describe())
         log.info(
-            "quality gate: %d checks, %d failed, %d warned, %.2fs of scans in %.2fs, most of them while staging loaded",
+            "quality gate: %d checks, %d failed, %d warned, %.2fs of scans in %.2fs, %s",
             len(report.checks),
             len(report.failed),
             len(report.warned),
             report.seconds,
             time.perf_counter() - self._started,
+            "in one scan once the month was staged" if self._together else "most of them while staging loaded",
         )
         return report
 
