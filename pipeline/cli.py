@@ -341,6 +341,23 @@ def cmd_unpublish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from pipeline import vacuum
+
+    settings = _settings(args)
+    removals, busy = vacuum.vacuum(settings, timedelta(days=args.retain_days), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for r in removals:
+        print(f"{r.as_of}: {verb} {len(r.paths)} file(s), {r.freed / 1e6:.1f} MB: {r.why}")
+    for as_of in busy:
+        print(f"{as_of}: skipped, a run of the month holds its lock (vacuum again later)")
+    files, freed = sum(len(r.paths) for r in removals), sum(r.freed for r in removals)
+    print(f"{verb} {files} file(s), {freed / 1e6:.1f} MB" if removals else "nothing to remove")
+    return 0
+
+
 def cmd_feast_repo(args: argparse.Namespace) -> int:
     from pipeline import feast_repo
 
@@ -418,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     take_back = add(
         "unpublish",
         "take back the latest published month",
-        "Remove the latest published month from the lake (its manifest and partitions) and from PostgreSQL "
+        "Remove the latest published month from the lake (its run records and objects) and from PostgreSQL "
         "(its snapshot partitions and pipeline_runs row; the live tables go back to the previous month) in one "
         "PostgreSQL transaction. Any other month is refused: later months are built on it (correct it with "
         "--replace instead). Asks for confirmation unless --yes.",
@@ -426,6 +443,20 @@ def build_parser() -> argparse.ArgumentParser:
     take_back.add_argument("--as-of", required=True, type=_as_of, metavar="YYYY-MM-DD", help="the month")
     take_back.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     take_back.set_defaults(func=cmd_unpublish)
+    vacuum = add(
+        "vacuum",
+        "remove the lake's objects no reader needs any more",
+        "Remove the data objects of runs that never published (killed before their run record), and those of "
+        "runs a correction replaced more than --retain-days ago (a DuckDB connection opened before the "
+        "correction reads them until then), with their run records. Each month under its lock: a month being "
+        "run is skipped. Published months are never touched.",
+    )
+    vacuum.add_argument(
+        "--retain-days", type=float, default=7.0, metavar="N", help="keep replaced runs' objects N days (default 7)"
+    )
+    vacuum.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    vacuum.set_defaults(func=cmd_vacuum)
+
     feast = commands.add_parser(
         "feast-repo",
         help="write a Feast feature repository over the snapshot tables",

@@ -57,6 +57,7 @@ from pipeline import lakefs
 from pipeline.duck import literal, quote
 from pipeline.evolve import conformed, empty_select
 from pipeline.quality import CheckResult
+from pipeline.runs import RunStore
 from pipeline.schema import Column, Schema, Table, load_schema
 from pipeline.types import BigintRule, BooleanRule, DateRule, IntRule, NumericRule
 
@@ -594,6 +595,9 @@ def work_drift(
     files: dict[str, Path | None] = dict(merged)
     if previous is None:
         return None, {}
-    before: dict[str, Path | None] = {t: lake.snapshot_file(t, previous) for t in schema.table_names}
+    record = RunStore(lake).get(previous)
+    before: dict[str, Path | None] = {
+        t: record.snapshot_file(lake.root, t) if record else None for t in schema.table_names
+    }
     month = month_drift(con, as_of, previous, before, files, schema, stored)
     return month, month.profiles

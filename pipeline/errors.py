@@ -35,6 +35,10 @@ class PostgresUnavailableError(PipelineError):
     """PostgreSQL could not be reached or refused the login."""
 
 
+class LockBusyError(PipelineError):
+    """A month's lock is held by another run, and the caller asked not to wait for it."""
+
+
 class PublishError(PipelineError):
     """PostgreSQL refused the month's data inside the publish; the transaction rolled back."""
 

@@ -20,10 +20,9 @@ POINTS = (
     "in_sync",  # inside the publish transaction, the advisory lock taken, nothing written yet
     "staging_loaded",  # the month COPYed into PostgreSQL's staging schema; the live upsert runs meanwhile
     "checked",  # the Soda scan passed; the live upsert runs (or ran) in the open transaction
+    "lake_half_written",  # some of the month's objects written into the lake under the run's names
     "in_transaction",  # inside the publish transaction, every statement run, not yet committed
-    "committed",  # PostgreSQL committed, the lake not yet renamed
-    "lake_half_renamed",  # some of the lake's partitions renamed into place
-    "lake_published",  # every partition in place, staging schema not yet dropped
+    "committed",  # PostgreSQL committed, the lake's run record not yet written
     "manifest_written",  # the month is published; the work folder not yet removed
 )
 

@@ -15,9 +15,11 @@ Views, for every table of sql/schema.sql:
 plus the table ``runs``: one row per month the lake has a record of (published, or only failed
 attempts), read from the manifests when the connection is made.
 
-A month is read only when its manifest says it is published: a partition left by a crashed or
-failed run is never visible. The views read the partition files of those months by name, so they
-are as current as the moment :func:`connect` was called.
+A month is read only when a run record says it is published, and only the data objects that record
+names: an object left by a crashed or failed run is never visible. The views read those files by name,
+so they are as current as the moment :func:`connect` was called, and a correction published later
+does not change what an open connection reads (the replaced run's objects stay until
+``streamflow vacuum`` removes them).
 """
 
 from __future__ import annotations
@@ -80,10 +82,14 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema
     records = RunStore(lake).months()
     months = sorted(d for d, m in records.items() if m.published)
     for table in schema.tables:
-        files = [lake.snapshot_file(table.name, d) for d in months]
+        named = {d: records[d].record.snapshot_file(lake.root, table.name) for d in months}
         # a table the contract gained later has no snapshot in the months before it: empty there
-        missing = [str(f) for d, f in zip(months, files, strict=True) if not f.exists() and _had(records[d], table)]
-        files = [f for f in files if f.exists()]
+        missing = [
+            str(f or f"{table.name} (not named by run {records[d].run_id})")
+            for d, f in named.items()
+            if (f is None or not f.exists()) and _had(records[d], table)
+        ]
+        files = [f for f in named.values() if f is not None and f.exists()]
         if missing:
             raise LakeStateError(
                 f"{table.name}: a published month's snapshot is missing from the lake: {', '.join(missing)}. "

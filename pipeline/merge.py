@@ -97,16 +97,15 @@ def _first_month(
     in key order is linked, not written again (bench/RESULTS.md, "Tuning constants")."""
     key = quote(table.key)
     drop = conformed(table, drop_file)
-    with lakefs.atomic_file(snapshot_file) as tmp:
-        if drop_sorted and conforms(table, drop_file):
-            lakefs.link_or_copy(drop_file, tmp)
-        else:
-            sorted_drop = f"SELECT {columns} FROM {drop} ORDER BY {key}"
-            con.execute(f"COPY ({sorted_drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})")
-    with lakefs.atomic_file(changes_file) as tmp:
-        (rows,) = con.execute(
-            f"COPY (SELECT {key}, 'inserted' AS change FROM {drop}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
-        ).fetchone() or (0,)
+    if drop_sorted and conforms(table, drop_file):
+        lakefs.link_or_copy(drop_file, lakefs.fresh(snapshot_file))
+    else:
+        sorted_drop = f"SELECT {columns} FROM {drop} ORDER BY {key}"
+        con.execute(f"COPY ({sorted_drop}) TO {literal(str(lakefs.fresh(snapshot_file)))} ({PARQUET_OPTIONS})")
+    (rows,) = con.execute(
+        f"COPY (SELECT {key}, 'inserted' AS change FROM {drop}) "
+        f"TO {literal(str(lakefs.fresh(changes_file)))} ({PARQUET_OPTIONS})"
+    ).fetchone() or (0,)
     return {"inserted": int(rows)}
 
 
@@ -139,17 +138,15 @@ def _upsert(
                     ELSE 'updated' END AS _change
         FROM {drop} AS d FULL OUTER JOIN {previous} AS p ON d.{key} = p.{key}"""
     )
-    with lakefs.atomic_file(snapshot_file) as tmp:
-        con.execute(
-            f"COPY (SELECT {columns} FROM {merged} WHERE _change <> 'deleted' ORDER BY {key}) "
-            f"TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
-        )
+    con.execute(
+        f"COPY (SELECT {columns} FROM {merged} WHERE _change <> 'deleted' ORDER BY {key}) "
+        f"TO {literal(str(lakefs.fresh(snapshot_file)))} ({PARQUET_OPTIONS})"
+    )
     kinds = ", ".join(map(literal, LIVE_CHANGES))
-    with lakefs.atomic_file(changes_file) as tmp:
-        con.execute(
-            f"COPY (SELECT {key}, _change AS change FROM {merged} WHERE _change IN ({kinds})) "
-            f"TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
-        )
+    con.execute(
+        f"COPY (SELECT {key}, _change AS change FROM {merged} WHERE _change IN ({kinds})) "
+        f"TO {literal(str(lakefs.fresh(changes_file)))} ({PARQUET_OPTIONS})"
+    )
     counts = dict(con.execute(f"SELECT _change, count(*) FROM {merged} GROUP BY ALL").fetchall())
     con.execute(f"DROP TABLE {merged}")
     return {k: int(v) for k, v in counts.items()}

@@ -245,6 +245,7 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     table = schema.table(table_name)
     check_contract(plan.lake, schema)  # a contract the published months cannot follow: before any work
     out = plan.stage_dir(table_name)
+    lakefs.fresh(out / "result.json")  # incomplete until its result is written again, last
     with duck.job(settings) as con:
         result = stage_table(
             con,
@@ -256,7 +257,7 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             settings.max_reject_ratio,
             sort_by_key=plan.previous is None,  # the first month's snapshot is the typed drop itself
         )
-    lakefs.write_text_atomic(out / "result.json", result.to_json())
+    lakefs.mark_complete(out / "result.json", result.to_json())
     failpoint("staged")
     _log_stage("stage", table_name, result.rows, result.seconds)
     return result
@@ -286,16 +287,19 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
     check_contract(plan.lake, schema)
     previous = None
     if plan.previous is not None:
-        previous = plan.lake.snapshot_file(table_name, plan.previous)
         record = published_months(plan.lake).get(plan.previous)
-        if not previous.exists() and not _in_contract_of(record, table_name):
+        previous = record.snapshot_file(plan.lake.root, table_name) if record else None
+        missing = previous is None or not previous.exists()
+        if missing and record is not None and not _in_contract_of(record, table_name):
             previous = None  # a table new in the contract: its first month
-        elif not previous.exists():
+        elif missing:
+            where = f"{previous} is missing" if previous else "no run record publishes it"
             raise LakeStateError(
-                f"{table_name}: the previous month {plan.previous} is not in the lake ({previous} is missing); "
+                f"{table_name}: the previous month {plan.previous} is not in the lake ({where}); "
                 f"run that month first (luigi --module pipeline Month --as-of {plan.previous})"
             )
     out = plan.merge_dir(table_name)
+    lakefs.fresh(out / "result.json")  # incomplete until its result is written again, last
     staged = StageResult.from_json((plan.stage_dir(table_name) / "result.json").read_text())
     with duck.job(settings) as con:
         result = merge_table(
@@ -308,7 +312,7 @@ def merge_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             full_dump=plan.full_dump,
             drop_sorted=staged.sorted_by_key,
         )
-    lakefs.write_text_atomic(out / "result.json", result.to_json())
+    lakefs.mark_complete(out / "result.json", result.to_json())
     failpoint("merged")
     _log_stage(
         "merge", table_name, result.rows, result.seconds, " ".join(f"{k}={v}" for k, v in result.counts.items() if v)

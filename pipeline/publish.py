@@ -8,10 +8,12 @@ The order, chosen so a crash anywhere leaves a state a rerun completes:
    month's partitions, keyed. Each table's partition resolves a future as it commits; the live write
    (for rows it reads from staging) and the quality gate (:class:`pipeline.quality.Gate`, one Soda scan
    per table) wait on the futures they need.
-3. The checks pass (else the transaction rolls back and the live write is stopped), the snapshots are
-   attached and the pipeline_runs row written; commit.
-4. The lake's partitions are renamed into place, the staging schema dropped, the run record written
-   (the month is now published), the work folder removed.
+3. The checks pass (else the transaction rolls back and the live write is stopped); the month's data
+   objects are written into the lake under this run's own names (linked from the work folder: nothing
+   reads them yet, :mod:`pipeline.lakefs`); the snapshots are attached and the pipeline_runs row written;
+   commit.
+4. The run record is created (the one write that makes the month visible in the lake: no rename), the
+   staging schema dropped, the work folder removed.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def publish_month(settings: Settings, plan: MonthPlan, options: PublishOptions |
             published = _recheck_locked(plan, options)
             if published is not None:
                 return published
-            lakefs.sweep_month(plan.lake, plan.as_of)
+            lakefs.sweep_month(plan.lake, plan.as_of, runs.RunStore(plan.lake).known_runs(plan.as_of))
             return _publish_locked(settings, plan, options)
     finally:
         duck.release_jobs()  # the month's DuckDB work is done
@@ -222,18 +224,18 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     drift_profile=drift_profile,
                 )
                 record = record.replacing(runs.RunStore(plan.lake).get(plan.as_of))  # a correction keeps history
+                record = record.with_objects(plan.lake, schema.table_names)
                 if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
                     runs.RunStore(plan.lake).write_attempt(record.as_failed())
                     quality.raise_if_failed(report, plan.as_of)
                 failpoint("checked")
                 t0 = time.perf_counter()
+                _write_objects(plan, schema, record)  # a failure (a full disk) rolls the transaction back
                 sync = pub.finish(record.pipeline_runs_row(finished_at=datetime.now(UTC)))
             # the part of the publish after the checks: waiting for the live upsert, snapshots, commit
             timings["sync"] = round(time.perf_counter() - t0, 3)
             timings.update({f"sync_{k}": v for k, v in sync.seconds.items()})
             failpoint("committed")
-            _after_commit(plan, lambda: _publish_lake(plan, schema))
-            failpoint("lake_published")
             drop_staging(conn, pg_schema, plan.as_of)
     except Exception:
         drop_staging_quietly(dsn, pg_schema, plan.as_of)  # a failed month leaves no staging behind
@@ -339,24 +341,25 @@ def _volume_rows(
     return rows
 
 
-def _publish_lake(plan: MonthPlan, schema: Schema) -> None:
-    """Rename the month's typed drop and snapshot of every table into place (one rename each). Every file
-    was checked before the transaction (:func:`_work_results`); one missing now is an error, never skipped."""
+def _write_objects(plan: MonthPlan, schema: Schema, record: runs.RunRecord) -> None:
+    """The month's typed drop and snapshot of every table, at the names ``record`` gives them (this run's
+    own): linked from the work folder, no byte copied where the file system can link. No reader sees
+    them until the record exists. Every file was checked before the transaction (:func:`_work_results`);
+    one missing now is an error, never skipped."""
     for i, table in enumerate(schema.table_names):
         if i == len(schema.table_names) // 2:
-            failpoint("lake_half_renamed")
+            failpoint("lake_half_written")
         for src, dest in (
-            (plan.stage_dir(table) / "data.parquet", plan.lake.raw(table, plan.as_of)),
-            (plan.merge_dir(table) / "data.parquet", plan.lake.snapshot(table, plan.as_of)),
+            (plan.stage_dir(table) / "data.parquet", record.raw_file(plan.lake.root, table)),
+            (plan.merge_dir(table) / "data.parquet", record.snapshot_file(plan.lake.root, table)),
         ):
+            assert dest is not None, "the record names every table's objects"
             if not src.is_file():
                 raise LakeStateError(
-                    f"month {plan.as_of}, table {table}: {src} vanished after PostgreSQL committed the month, so "
-                    f"the lake lacks it. Run the same command again: it stages the table anew and completes the lake."
+                    f"month {plan.as_of}, table {table}: {src} vanished while the month was being published, so "
+                    f"nothing was published. Run the same command again: it stages the table anew."
                 )
-
-            with lakefs.atomic_dir(dest) as tmp:
-                src.rename(tmp / "data.parquet")
+            lakefs.link_or_copy(src, dest)
 
 
 def run_month(
@@ -456,8 +459,15 @@ def _stage_from_raw(settings: Settings, plan: MonthPlan, record: runs.RunRecord,
     for table in schema.table_names:
         stage_dir = plan.stage_dir(table)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plan.lake.raw(table, plan.as_of) / "data.parquet", stage_dir / "data.parquet")
-        lakefs.write_text_atomic(
+        raw = record.raw_file(plan.lake.root, table)
+        if raw is None or not raw.is_file():
+            raise LakeStateError(
+                f"month {plan.as_of}, table {table}: its typed drop ({raw or f'not named by run {record.run_id}'}) "
+                f"is missing from the lake, so the month cannot be recomputed. Run it again from its drop: "
+                f"luigi --module pipeline Month --as-of {plan.as_of} --source {record.source} --replace"
+            )
+        lakefs.link_or_copy(raw, lakefs.fresh(stage_dir / "data.parquet"))
+        lakefs.mark_complete(
             stage_dir / "result.json",
             StageResult(
                 table=table,

@@ -83,7 +83,8 @@ class MonthView:
 
 
 def _snapshot_files(lake: lakefs.Lake, as_of: date, schema: Schema) -> dict[str, Path | None]:
-    return {t: lake.snapshot_file(t, as_of) for t in schema.table_names}
+    record = RunStore(lake).get(as_of)
+    return {t: record.snapshot_file(lake.root, t) if record else None for t in schema.table_names}
 
 
 def _attempt_files(lake: lakefs.Lake, as_of: date, previous: date, schema: Schema) -> dict[str, Path | None] | None:

@@ -1,9 +1,12 @@
 """The run record of a month, typed, and where the lake keeps it.
 
-``<lake>/runs/as_of=YYYY-MM-DD/manifest.json`` holds the record of the run that published the month,
-written last and atomically: a month is published when its manifest says ``"status": "published"`` and
-PostgreSQL's pipeline_runs holds the same run_id. A failed attempt is recorded beside it, in
-``attempts/<run_id>.json``, and never replaces a published manifest.
+``<lake>/runs/as_of=YYYY-MM-DD/<run_id>.json`` holds the record of a run that published the month,
+created once (never replaced) after PostgreSQL committed it: it names the month's data objects
+(``objects``), and it is the one write that makes them visible (:mod:`pipeline.lakefs`). A month is
+published when a record says ``"status": "published"`` and PostgreSQL's pipeline_runs holds the same
+run_id; a correction adds a newer record (which lists the runs it replaced), and the newest published
+record is the month's. Lakes written before issue #19 keep one ``manifest.json`` per month instead; it is
+read the same way. A failed attempt is recorded beside them, in ``attempts/<run_id>.json``.
 
 :class:`RunRecord` reads every manifest the pipeline ever wrote: a key it does not know is kept as it
 is (``extra``) and written back unchanged, and a key added later (``contract``) reads as None from an
@@ -220,6 +223,7 @@ _KEYS = (
     "recorded_at",
     "confirm_deletions",
     "drift_profile",
+    "objects",
 )
 
 
@@ -257,6 +261,10 @@ class RunRecord:
     # the month's own drift numbers, for the next month's drift (:func:`pipeline.drift.profiles_to_json`);
     # None in manifests written before it was kept, and then the next month reads them from the snapshots
     drift_profile: dict[str, Any] | None = None
+    # table -> {"raw": path, "snapshots": path}, relative to the lake root: the month's data objects, the only
+    # files a reader reads for it. Empty in records written before issue #19 (their one object per month
+    # and kind: lakefs.Lake.legacy_object)
+    objects: dict[str, dict[str, str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     # --- building -----------------------------------------------------------------------------------
@@ -303,6 +311,12 @@ class RunRecord:
             extra=dict(extra or {}),
         )
 
+    def with_objects(self, lake: lakefs.Lake, tables: list[str]) -> RunRecord:
+        """The record naming the objects this run writes for ``tables`` (names no other run uses)."""
+        assert self.run_id, "a run writes objects under its run id"
+        objects = {t: {k: lake.object(k, t, self.as_of, self.run_id) for k in lakefs.OBJECT_KINDS} for t in tables}
+        return dataclasses.replace(self, objects=objects)
+
     def as_failed(self) -> RunRecord:
         return dataclasses.replace(self, status=Status.FAILED)
 
@@ -329,6 +343,21 @@ class RunRecord:
     @property
     def published(self) -> bool:
         return self.status == Status.PUBLISHED
+
+    def object_file(self, root: Path, kind: str, table: str) -> Path | None:
+        """The month's ``kind`` object (raw or snapshots) of ``table`` as this record names it, under lake
+        ``root``; None when the record names none (the table was not in the month's contract). A record
+        from before issue #19 names none: its month's one object (which may be missing) is returned."""
+        if not self.objects:
+            return Path(root) / lakefs.Lake(Path(root)).legacy_object(kind, table, self.as_of)
+        relative = self.objects.get(table, {}).get(kind)
+        return Path(root) / relative if relative else None
+
+    def snapshot_file(self, root: Path, table: str) -> Path | None:
+        return self.object_file(root, lakefs.SNAPSHOTS, table)
+
+    def raw_file(self, root: Path, table: str) -> Path | None:
+        return self.object_file(root, lakefs.RAW, table)
 
     @property
     def full_dump(self) -> bool:
@@ -397,6 +426,7 @@ class RunRecord:
             recorded_at=_datetime(data.get("recorded_at")),
             confirm_deletions=bool(data.get("confirm_deletions", False)),
             drift_profile=data.get("drift_profile"),
+            objects={t: dict(o) for t, o in (data.get("objects") or {}).items()},
             extra={k: v for k, v in data.items() if k not in _KEYS},
         )
 
@@ -435,6 +465,8 @@ class RunRecord:
             out["confirm_deletions"] = True
         if self.drift_profile is not None:
             out["drift_profile"] = self.drift_profile
+        if self.objects:
+            out["objects"] = self.objects
         return out
 
     def dumps(self) -> str:
@@ -476,11 +508,11 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class MonthRecord:
-    """What the lake says about one month: its published manifest, or its latest failed attempt."""
+    """What the lake says about one month: its published record, or its latest failed attempt."""
 
     as_of: date
-    status: str  # "published"; "failed" when only failed attempts exist; "unknown" for a manifest without one
-    record: RunRecord  # the manifest (published) or the latest attempt (failed)
+    status: str  # "published"; "failed" when only failed attempts exist; "unknown" for a record without one
+    record: RunRecord  # the published record, or the latest attempt (failed)
     attempts: list[RunRecord] = field(default_factory=list)  # attempts, oldest first
 
     @property
@@ -496,14 +528,18 @@ class MonthRecord:
         return sum(a.status == Status.FAILED for a in self.attempts)
 
 
+def _newest_last(item: tuple[Path, RunRecord]) -> tuple[bool, str, str]:
+    """The order of a month's records: a published one after any other, then by when it was published."""
+    record = item[1]
+    return (record.published, _iso(record.published_at) or "", record.run_id or "")
+
+
 class RunStore:
-    """The run records of one lake: ``runs/as_of=D/manifest.json`` and ``runs/as_of=D/attempts/*.json``."""
+    """The run records of one lake: ``runs/as_of=D/<run_id>.json`` (``manifest.json`` in lakes written
+    before issue #19) and ``runs/as_of=D/attempts/*.json``."""
 
     def __init__(self, lake: lakefs.Lake | Path) -> None:
         self.lake = lake if isinstance(lake, lakefs.Lake) else lakefs.Lake(Path(lake))
-
-    def manifest_path(self, as_of: date) -> Path:
-        return self.lake.manifest(as_of)
 
     def attempts_dir(self, as_of: date) -> Path:
         return self.lake.run_dir(as_of) / ATTEMPTS
@@ -517,6 +553,27 @@ class RunStore:
                 continue  # not a month's folder (e.g. a temporary name)
         return dirs
 
+    def records(self, as_of: date) -> list[tuple[Path, RunRecord]]:
+        """Every record of the month (not its attempts), each with its file, the month's own one last."""
+        folder = self.lake.run_dir(as_of)
+        files = [p for p in folder.glob("*.json") if not p.name.startswith(lakefs.TMP_PREFIX)]
+        return sorted(((p, RunRecord.read(p)) for p in files), key=_newest_last)
+
+    def current(self, as_of: date) -> tuple[Path, RunRecord] | None:
+        """The file and record of the run that published ``as_of``, or None when the month is not published."""
+        records = self.records(as_of)
+        return records[-1] if records and records[-1][1].published else None
+
+    def get(self, as_of: date) -> RunRecord | None:
+        """The record of the run that published ``as_of``, or None when the month is not published."""
+        current = self.current(as_of)
+        return current[1] if current else None
+
+    def path(self, as_of: date) -> Path | None:
+        """The file of the record that publishes ``as_of``, or None when the month is not published."""
+        current = self.current(as_of)
+        return current[0] if current else None
+
     def published(self) -> dict[date, RunRecord]:
         """as_of -> the record of every month the lake has published, oldest first."""
         months = {}
@@ -526,25 +583,24 @@ class RunStore:
                 months[as_of] = record
         return months
 
-    def get(self, as_of: date) -> RunRecord | None:
-        """The record of the run that published ``as_of``, or None when the month is not published."""
-        path = self.manifest_path(as_of)
-        if not path.exists():
-            return None
-        record = RunRecord.read(path)
-        return record if record.published else None
+    def known_runs(self, as_of: date) -> set[str]:
+        """Every run whose objects a record of the month names: the published one and those it replaced
+        (kept for readers until ``streamflow vacuum``). Objects of any other run are leftovers."""
+        return {r.run_id for _, r in self.records(as_of) if r.run_id}
 
     def write(self, record: RunRecord) -> Path:
-        """Write the month's manifest, atomically (the month is published once it says so)."""
-        path = self.manifest_path(record.as_of)
-        lakefs.write_text_atomic(path, record.dumps())
+        """Create the record of a published run (the month is published once it exists). A run's record
+        is written once: a correction is a new run with a record of its own."""
+        assert record.run_id, "a published run has a run id"
+        path = self.lake.record(record.as_of, record.run_id)
+        lakefs.write_new(path, record.dumps())
         return path
 
     def write_attempt(self, record: RunRecord) -> Path:
-        """Record a failed attempt (with ``recorded_at``) without touching the month's manifest."""
+        """Record a failed attempt (with ``recorded_at``) without touching the month's records."""
         record = dataclasses.replace(record, recorded_at=datetime.now(UTC))
         path = self.attempts_dir(record.as_of) / f"{record.run_id}.json"
-        lakefs.write_text_atomic(path, record.dumps())
+        lakefs.write_new(path, record.dumps())
         return path
 
     def attempts(self, as_of: date) -> list[RunRecord]:
@@ -553,13 +609,13 @@ class RunStore:
         return sorted(attempts, key=lambda r: (_iso(r.recorded_at or r.started_at) or "", r.run_id or ""))
 
     def months(self) -> dict[date, MonthRecord]:
-        """as_of -> what the run records say about it, for every month with a manifest or an attempt."""
+        """as_of -> what the run records say about it, for every month with a record or an attempt."""
         months = {}
         for as_of in self._run_dirs():
             attempts = self.attempts(as_of)
-            path = self.manifest_path(as_of)
-            if path.exists():
-                record = RunRecord.read(path)
+            records = self.records(as_of)
+            if records:
+                record = records[-1][1]
                 months[as_of] = MonthRecord(as_of, record.status or "unknown", record, attempts)
             elif attempts:
                 latest = attempts[-1]

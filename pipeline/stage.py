@@ -295,10 +295,10 @@ def stage_table(
     if duplicate_rows:  # group by the key a second time only when the first pass found repeats
         keep += f" AND {key} NOT IN (SELECT {key} FROM {raw} WHERE NOT _bad GROUP BY {key} HAVING count(*) > 1)"
     order = f" ORDER BY {key}" if sort_by_key else ""
-    with lakefs.atomic_file(out_file) as tmp:
-        con.execute(
-            f"COPY (SELECT {columns} FROM {raw} WHERE {keep}{order}) TO {literal(str(tmp))} ({PARQUET_OPTIONS})"
-        )
+    con.execute(
+        f"COPY (SELECT {columns} FROM {raw} WHERE {keep}{order}) "
+        f"TO {literal(str(lakefs.fresh(out_file)))} ({PARQUET_OPTIONS})"
+    )
     con.execute(f"DROP TABLE {raw}")
     result = StageResult(
         table=name,
@@ -457,9 +457,11 @@ def _write_rejects(con: duckdb.DuckDBPyConnection, rejects: list[Reject], reject
             "raw": pa.array([r.raw for r in rejects], pa.string()),
         }
     )
-    with lakefs.atomic_dir(rejects_dir) as tmp:
-        con.register("rejects_arrow", rows)
-        con.execute(f"COPY rejects_arrow TO {literal(str(tmp / 'rejects.parquet'))} (FORMAT parquet)")
+    con.register("rejects_arrow", rows)
+    try:  # a diagnostic of the drop, rewritten by each run that stages it
+        out = lakefs.fresh(rejects_dir / "rejects.parquet")
+        con.execute(f"COPY rejects_arrow TO {literal(str(out))} (FORMAT parquet)")
+    finally:
         con.unregister("rejects_arrow")
 
 

@@ -1,6 +1,6 @@
 """Which months are in, did they pass, what changed, and do the lake and PostgreSQL agree.
 
-The lake side comes from the run records (``<lake>/runs/as_of=D/manifest.json`` and its failed
+The lake side comes from the run records (``<lake>/runs/as_of=D/<run_id>.json`` and its failed
 ``attempts/``), the PostgreSQL side from ``pipeline_runs``. They agree on a month when both hold it
 as published with the same run_id, or neither does. ``streamflow status`` prints this report.
 """

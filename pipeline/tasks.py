@@ -19,6 +19,7 @@ from typing import Any
 
 import luigi
 
+from pipeline import lakefs
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.decide import Action, Decision
@@ -199,12 +200,19 @@ class _MonthParams(_PipelineTask):
 
     def run_step(self, step: Callable[[Settings, months.MonthPlan, str], object], table: str) -> None:
         plan = self.plan()
-        with month_lock(self.settings(), self.as_of, exclusive=False):
+        with month_lock(self.settings(), self.as_of, exclusive=False, step=f"{self.task_family}:{table}"):
             decision = self.decision()
             if decision.action is Action.NOTHING_TO_DO:
                 log.info("%s: month %s was published by another run meanwhile: nothing to do", self, self.as_of)
                 return
+            if self.done():
+                log.info("%s: done by another run of month %s meanwhile", self, self.as_of)
+                return
             step(self.settings(), plan, table)
+
+    def done(self) -> bool:
+        """Whether the step's files are all there (its result.json is written last, and whole)."""
+        raise NotImplementedError
 
 
 class StageTable(_MonthParams):
@@ -215,11 +223,13 @@ class StageTable(_MonthParams):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.plan().stage_dir(self.table) / "result.json"))
 
-    def complete(self) -> bool:
-        # its data file leaves the work folder when the month is published (renamed into the lake)
+    def done(self) -> bool:
         folder = self.plan().stage_dir(self.table)
-        done = all((folder / name).exists() for name in ("result.json", "data.parquet"))
-        return done or self.decision().action is Action.NOTHING_TO_DO
+        return lakefs.is_complete(folder / "result.json") and (folder / "data.parquet").exists()
+
+    def complete(self) -> bool:
+        # its files leave the work folder when the month is published (their objects are in the lake)
+        return self.done() or self.decision().action is Action.NOTHING_TO_DO
 
     def run(self) -> None:
         self.run_step(months.stage_one, self.table)
@@ -240,10 +250,13 @@ class MergeTable(_MonthParams):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.plan().merge_dir(self.table) / "result.json"))
 
-    def complete(self) -> bool:
+    def done(self) -> bool:
         folder = self.plan().merge_dir(self.table)
-        done = all((folder / name).exists() for name in ("result.json", "data.parquet", "changes.parquet"))
-        return done or self.decision().action is Action.NOTHING_TO_DO
+        complete = lakefs.is_complete(folder / "result.json")
+        return complete and all((folder / name).exists() for name in ("data.parquet", "changes.parquet"))
+
+    def complete(self) -> bool:
+        return self.done() or self.decision().action is Action.NOTHING_TO_DO
 
     def run(self) -> None:
         self.run_step(months.merge_one, self.table)

@@ -115,13 +115,14 @@ def plan_sources(
     )
     for table in tables:
         month = sources.expected(table)
-        path = lake.snapshot_file(table, month)
+        path = published[month].snapshot_file(lake.root, table)
         contract = published[month].contract
-        if not path.exists() and contract is not None and table not in contract.columns:
+        if (path is None or not path.exists()) and contract is not None and table not in contract.columns:
             sources.files[table] = None  # the table came into the contract after this month
             continue
-        if not path.exists():
-            raise LakeStateError(f"training set: {path} is missing although {month} is published")
+        if path is None or not path.exists():
+            named = path or f"its snapshot of {table} (its run record names none)"
+            raise LakeStateError(f"training set: {named} is missing although {month} is published")
         sources.files[table] = path
     return sources
 
@@ -319,16 +320,11 @@ def write_training_set(
         "versions": {k: v for k, v in versions().items() if k != "postgresql"} | {"pyarrow": pa.__version__},
     }
     text = json.dumps(meta, indent=2) + "\n"
-    if label_as_of is not None:
-        with lakefs.atomic_dir(dest) as tmp:
-            pq.write_table(table, tmp / "data.parquet")
-            (tmp / "metadata.json").write_text(text, encoding="utf-8")
-    else:
-        # as_of=D/ also holds the label_as_of=L/ sets, so it is not replaced as a whole: each file is
-        # renamed into place, metadata.json last (it is what marks the set complete).
-        with lakefs.atomic_file(dest / "data.parquet") as tmp:
-            pq.write_table(table, tmp)
-        lakefs.write_text_atomic(dest / "metadata.json", text)
+    # metadata.json marks the set complete: removed first, written last; each file replaced whole
+    lakefs.fresh(dest / "metadata.json")
+    with lakefs.atomic_file(dest / "data.parquet") as tmp:
+        pq.write_table(table, tmp)
+    lakefs.write_text_atomic(dest / "metadata.json", text)
     log.info(
         "training set as_of %s, labels of %s: %d rows written to %s",
         sources.as_of,

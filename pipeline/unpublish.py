@@ -3,7 +3,8 @@
 A month published by mistake (a typo'd as_of, the wrong drop) is removed from PostgreSQL in ONE
 transaction (its snapshot partitions, its pipeline_runs row, and the live tables put back to the
 previous month, copied from that month's snapshot partitions in PostgreSQL), then from the lake (its
-manifest first, so the lake stops saying published, then its partitions). Only the latest month can
+run records, the one that publishes it last, so the lake stops saying published at once; then its
+objects). Only the latest month can
 be taken back: a later month is built on every earlier one. A crash between the two leaves PostgreSQL
 without the month and the lake still with it; running the command again finishes the job.
 """
@@ -26,6 +27,7 @@ from pipeline.pg.locks import month_lock
 from pipeline.pg.sqltext import RUNS_TABLE
 from pipeline.pg.tables import published_runs
 from pipeline.pg.transaction import advisory_key
+from pipeline.runs import RunStore
 from pipeline.schema import Schema, load_schema
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,9 @@ def unpublish(settings: Settings, plan: Unpublishing, schema: Schema | None = No
         if again != plan:
             raise LakeStateError(f"month {plan.as_of} changed while asking ({again.run_id}); nothing was changed")
         _unpublish_postgres(settings, plan, schema)
-        lake.manifest(plan.as_of).unlink()  # the lake no longer says published
+        # the records it replaced first: were the current one removed first, an older one would publish the month
+        for path, _ in RunStore(lake).records(plan.as_of):
+            path.unlink()
         for folder in ("snapshots", "raw", "rejects"):
             for table in schema.table_names:
                 shutil.rmtree(lake.root / folder / table / lakefs.partition(plan.as_of), ignore_errors=True)

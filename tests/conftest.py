@@ -25,11 +25,36 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pipeline.config import PostgresSettings, Settings
+from pipeline.lakefs import Lake
+from pipeline.runs import RunStore
 from pipeline.schema import PROJECT_ROOT
 
 SEEDS = PROJECT_ROOT / "data" / "seeds"
 JAN, FEB = date(2024, 1, 31), date(2024, 2, 29)
 SEED_MONTHS = {JAN: SEEDS / "month_000", FEB: SEEDS / "month_001"}
+
+
+def record_file(lake_root: Path, as_of: date) -> Path:
+    """The file of the run record that publishes the month; while none does, a path that does not exist."""
+    return RunStore(lake_root).path(as_of) or Lake(lake_root).run_dir(as_of) / "(not published).json"
+
+
+def snapshot_file(lake_root: Path, table: str, as_of: date) -> Path:
+    """The snapshot object of a published month's table, as its run record names it."""
+    record = RunStore(lake_root).get(as_of)
+    assert record is not None, f"{as_of} is not published"
+    path = record.snapshot_file(Path(lake_root), table)
+    assert path is not None, f"{as_of}'s record names no snapshot of {table}"
+    return path
+
+
+def raw_file(lake_root: Path, table: str, as_of: date) -> Path:
+    """The typed drop object of a published month's table, as its run record names it."""
+    record = RunStore(lake_root).get(as_of)
+    assert record is not None, f"{as_of} is not published"
+    path = record.raw_file(Path(lake_root), table)
+    assert path is not None, f"{as_of}'s record names no typed drop of {table}"
+    return path
 
 
 @pytest.fixture(scope="session")

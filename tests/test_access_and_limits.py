@@ -20,10 +20,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pipeline import duck, scratch
 from pipeline.config import Settings
 from pipeline.generate import generate_drops
-from pipeline.lakefs import Lake
 from pipeline.publish import run_month
 from pipeline.schema import load_schema
-from tests.conftest import JAN, PROJECT_ROOT, fresh_database
+from tests.conftest import JAN, PROJECT_ROOT, fresh_database, record_file, snapshot_file
 
 SCHEMA = load_schema()
 
@@ -94,12 +93,12 @@ def test_a_drop_larger_than_duckdb_memory_limit_is_ingested(settings, tmp_path: 
     record = run_month(settings.with_(duckdb_memory_limit=limit, months={}, scratch_dir=scratch), as_of, drop)
     assert record.rows["users"] == 400_000
     users = duckdb.execute(
-        f"SELECT count(*) FROM read_parquet('{Lake(settings.lake_root).snapshot_file('users', as_of)}')"
+        f"SELECT count(*) FROM read_parquet('{snapshot_file(settings.lake_root, 'users', as_of)}')"
     ).fetchone()[0]
     assert users == 400_000
     assert not (settings.lake_root / "_tmp").exists()
     assert list(scratch.iterdir()) == []
-    assert json.loads(Lake(settings.lake_root).manifest(as_of).read_text())["status"] == "published"
+    assert json.loads(record_file(settings.lake_root, as_of).read_text())["status"] == "published"
 
 
 def test_duckdb_spills_into_a_folder_of_its_own_under_scratch_dir_removed_at_close(tmp_path: Path):

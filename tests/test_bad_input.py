@@ -30,8 +30,9 @@ from psycopg import sql
 from pipeline.errors import DropError, DropErrors, PipelineError, RejectedRowsError
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
+from pipeline.runs import RunStore
 from pipeline.schema import PROJECT_ROOT, load_schema
-from tests.conftest import JAN, SEEDS
+from tests.conftest import JAN, SEEDS, record_file, snapshot_file
 from tests.drops import (
     add_column,
     drop_column,
@@ -87,7 +88,7 @@ class Published:
     def lake(self, table: str, user_id: str, column: str, kind: str = "snapshots") -> object:
         rows = duckdb.execute(
             f"SELECT {column} FROM read_parquet(?, hive_partitioning = false) WHERE user_id = ?",
-            [str(self.lake_root / kind / table / f"as_of={JAN}" / "data.parquet"), user_id],
+            [str(RunStore(self.lake_root).get(JAN).object_file(self.lake_root, kind, table)), user_id],  # type: ignore[union-attr]
         ).fetchall()
         assert len(rows) == 1, (table, user_id, rows)
         return rows[0][0]
@@ -317,7 +318,7 @@ def _user_count(n: int) -> Callable[[Published], None]:
         assert (
             duckdb.execute(
                 "SELECT count(*) FROM read_parquet(?, hive_partitioning = false)",
-                [str(p.lake_root / "snapshots" / "users" / f"as_of={JAN}" / "data.parquet")],
+                [str(snapshot_file(p.lake_root, "users", JAN))],
             ).fetchone()[0]
             == n
         )
@@ -838,7 +839,7 @@ def test_the_readme_shows_the_case_table():
 def assert_nothing_published(lake_root: Path, pg: psycopg.Connection, pg_schema: str, as_of: date = JAN) -> None:
     assert not list(lake_root.glob(f"snapshots/*/as_of={as_of}")), "no snapshot partition for a refused month"
     assert not list(lake_root.glob(f"raw/*/as_of={as_of}")), "no raw partition for a refused month"
-    assert not Lake(lake_root).manifest(as_of).exists(), "no manifest for a refused month"
+    assert not record_file(lake_root, as_of).exists(), "no manifest for a refused month"
 
     def exists(name: str) -> bool:
         return pg.execute("SELECT to_regclass(%s)", [f'"{pg_schema}"."{name}"']).fetchone()[0] is not None

@@ -18,9 +18,8 @@ import pytest
 from psycopg import sql
 
 from pipeline.cli import build_parser, main
-from pipeline.lakefs import Lake
 from pipeline.schema import PROJECT_ROOT
-from tests.conftest import FEB, JAN, PublishedLake, luigi_bin
+from tests.conftest import FEB, JAN, PublishedLake, luigi_bin, record_file
 from tests.drops import seed_copy, set_value
 
 MARCH = "2024-03-31"
@@ -99,7 +98,7 @@ def test_status_json_has_one_entry_per_month_with_both_run_ids(published: Publis
     assert report["postgres"]["schema"] == published.pg_schema
     assert [m["as_of"] for m in report["months"]] == [JAN.isoformat(), FEB.isoformat()]
     for month in report["months"]:
-        path = Lake(published.root).manifest(JAN if month["as_of"] == JAN.isoformat() else FEB)
+        path = record_file(published.root, JAN if month["as_of"] == JAN.isoformat() else FEB)
         record = json.loads(path.read_text())
         assert month["status"] == "published" and month["agrees"] is True
         assert month["run_id"] == month["postgres_run_id"] == record["run_id"]
@@ -149,7 +148,7 @@ def test_failed_third_month_shows_failed_and_agrees_until_postgres_loses_februar
     assert month_line(result.stdout, FEB.isoformat()).endswith("DISAGREES")
     assert month_line(result.stdout, JAN.isoformat()).endswith("agrees")
     assert "lake and PostgreSQL DISAGREE:" in result.stdout
-    feb_run = json.loads(Lake(lake_root).manifest(FEB).read_text())["run_id"]
+    feb_run = json.loads(record_file(lake_root, FEB).read_text())["run_id"]
     assert f"  {FEB}: the lake published run {feb_run}; PostgreSQL has no pipeline_runs row" in result.stdout
     report = status_json(run_cli("status", "--json"))
     assert report["agree"] is False
@@ -182,7 +181,7 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]):
 
 
 def test_a_pipeline_error_is_one_line_with_exit_code_2(run_cli, lake_root: Path):
-    path = Lake(lake_root).manifest(JAN)
+    path = record_file(lake_root, JAN)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"as_of": JAN.isoformat(), "status": "published", "run_id": "x"}))
     result = run_cli("sql", "SELECT count(*) FROM users")

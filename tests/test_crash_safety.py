@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -16,27 +17,39 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pipeline import lakefs
 from pipeline.failpoints import POINTS
-from pipeline.lakefs import Lake
 from pipeline.pg.locks import month_lock_key
+from pipeline.runs import RunStore
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, PublishedLake, luigi_bin, pipeline_environment, start_luigi
+from tests.conftest import (
+    FEB,
+    JAN,
+    PROJECT_ROOT,
+    PublishedLake,
+    luigi_bin,
+    pipeline_environment,
+    record_file,
+    start_luigi,
+)
 
 SCHEMA = load_schema()
 AFTER_COMMIT = POINTS.index("committed")
-IN_PUBLISH_SCRATCH = (POINTS.index("in_sync"), POINTS.index("lake_published"))  # the COPY scratch folder exists
+IN_PUBLISH_SCRATCH = (POINTS.index("in_sync"), POINTS.index("committed"))  # the COPY scratch folder exists
 
 
 def lake_content(lake_root: Path) -> dict[str, str]:
-    """md5 of every snapshot and raw partition's rows (file bytes may differ in metadata, rows may not)."""
+    """md5 of the rows of every object the published run records name (file bytes may differ in metadata,
+    rows may not): the lake as a reader sees it."""
     content = {}
-    for kind in ("snapshots", "raw"):
-        for part in sorted((lake_root / kind).glob("*/as_of=*")):
-            files = list(part.glob("*.parquet"))
-            assert len(files) == 1, part
-            content[f"{kind}/{part.parent.name}/{part.name}"] = duckdb.execute(
-                f"SELECT md5(string_agg(t::VARCHAR, '|' ORDER BY t::VARCHAR)) FROM read_parquet('{files[0]}') t"
-            ).fetchone()[0]
+    for as_of, record in RunStore(lake_root).published().items():
+        for table in SCHEMA.table_names:
+            for kind in lakefs.OBJECT_KINDS:
+                path = record.object_file(lake_root, kind, table)
+                assert path is not None and path.is_file(), (as_of, table, kind, path)
+                content[f"{kind}/{table}/{as_of}"] = duckdb.execute(
+                    f"SELECT md5(string_agg(t::VARCHAR, '|' ORDER BY t::VARCHAR)) FROM read_parquet('{path}') t"
+                ).fetchone()[0]
     return content
 
 
@@ -59,6 +72,10 @@ def pg_content(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
 
 def leftovers(lake_root: Path, pg: psycopg.Connection, pg_schema: str) -> list[str]:
     found = [str(p.relative_to(lake_root)) for p in lake_root.rglob(".tmp-*")]
+    store = RunStore(lake_root)
+    for as_of in {date.fromisoformat(p.name.removeprefix("as_of=")) for p in lake_root.glob("*/*/as_of=*")}:
+        known = store.known_runs(as_of) | {None}  # objects no record names: a run that never published
+        found += [str(o.path) for o in lakefs.month_objects(store.lake, as_of) if o.run_id not in known]
     work = lake_root / "_work"
     if work.exists():
         found += [str(p.relative_to(lake_root)) for p in work.iterdir()]
@@ -92,7 +109,7 @@ def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_l
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     if IN_PUBLISH_SCRATCH[0] <= POINTS.index(point) <= IN_PUBLISH_SCRATCH[1]:
         assert list(scratch.glob("streamflow-copy-*")), "killed while publishing, the CSVs for COPY are left"
-    manifest = Lake(lake_root).manifest(FEB)
+    manifest = record_file(lake_root, FEB)
     assert manifest.exists() == (point == "manifest_written"), "the lake never says published early"
     runs = pg.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE as_of = %s").format(sql.Identifier(pg_schema, "pipeline_runs")), [FEB]
@@ -106,7 +123,7 @@ def test_killed_at_any_point_a_rerun_ends_as_a_clean_run(point, clean_run, run_l
     assert lake_content(lake_root) == lake
     assert pg_content(pg, pg_schema) == postgres
     assert leftovers(lake_root, pg, pg_schema) == []
-    assert json.loads(manifest.read_text())["status"] == "published"
+    assert json.loads(record_file(lake_root, FEB).read_text())["status"] == "published"
 
 
 def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes(tmp_path, lake_root):
@@ -134,7 +151,7 @@ def test_postgres_restarted_during_the_sync_fails_clearly_then_a_rerun_completes
         assert run.returncode != 0
         assert "lost the connection to PostgreSQL" in stderr and "run it again" in stderr, stderr[-3000:]
         assert "Traceback" not in stderr
-        assert not Lake(lake_root).manifest(JAN).exists()
+        assert not record_file(lake_root, JAN).exists()
         with psycopg.connect(dsn, autocommit=True) as conn:
             # the consumers' tables are made inside the publish transaction: the restart may leave none
             if conn.execute("SELECT to_regclass('restarted.pipeline_runs')").fetchone()[0] is not None:
@@ -168,7 +185,7 @@ def test_the_same_month_twice_at_once_publishes_once(run_luigi, pipeline_env, la
     run_rows = pg.execute(
         sql.SQL("SELECT run_id FROM {}").format(sql.Identifier(pg_schema, "pipeline_runs"))
     ).fetchall()
-    assert run_rows == [(json.loads(Lake(lake_root).manifest(JAN).read_text())["run_id"],)]
+    assert run_rows == [(json.loads(record_file(lake_root, JAN).read_text())["run_id"],)]
     for table in SCHEMA.table_names:
         count, distinct = pg.execute(
             sql.SQL("SELECT count(*), count(DISTINCT user_id) FROM {}").format(
@@ -195,7 +212,7 @@ def test_a_month_waits_for_its_lock_held_by_another_machine_in_postgresql(pipeli
             time.sleep(0.2)
         time.sleep(1)
         assert run.poll() is None, "the run went on while another session held the month's lock"
-        assert not Lake(lake_root).manifest(JAN).exists()
+        assert not record_file(lake_root, JAN).exists()
         pg.execute("SELECT pg_advisory_unlock(%s)", [key])
         _, stderr = run.communicate(timeout=600)
     finally:
@@ -203,7 +220,7 @@ def test_a_month_waits_for_its_lock_held_by_another_machine_in_postgresql(pipeli
             run.kill()
     assert run.returncode == 0, stderr[-3000:]
     assert f"month {JAN} is locked by another run (PostgreSQL backend pid {pg.info.backend_pid}" in stderr
-    assert json.loads(Lake(lake_root).manifest(JAN).read_text())["status"] == "published"
+    assert json.loads(record_file(lake_root, JAN).read_text())["status"] == "published"
     assert not (lake_root / "_locks").exists()
     assert _sessions_on(pg, key) == 0, "the run's lock ends with its connection"
 
@@ -222,7 +239,7 @@ def test_two_months_at_once_both_end_published_in_order(pipeline_env, lake_root,
     runs = [start_luigi("Month", "--as-of", d.isoformat(), env=pipeline_env) for d in (FEB, JAN)]
     outputs = [r.communicate(timeout=600) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], [o[1][-2000:] for o in outputs]
-    manifests = {d: json.loads(Lake(lake_root).manifest(d).read_text()) for d in (JAN, FEB)}
+    manifests = {d: json.loads(record_file(lake_root, d).read_text()) for d in (JAN, FEB)}
     assert manifests[JAN]["published_at"] < manifests[FEB]["published_at"]
     assert manifests[FEB]["previous_as_of"] == JAN.isoformat()
     rows = pg.execute(

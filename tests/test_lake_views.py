@@ -19,7 +19,7 @@ import pytest
 from pipeline import lake
 from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, SEED_MONTHS, PublishedLake
+from tests.conftest import FEB, JAN, SEED_MONTHS, PublishedLake, record_file, snapshot_file
 from tests.drops import csv_count
 from tests.test_cli_status import cli
 
@@ -35,7 +35,7 @@ def con(published: PublishedLake) -> duckdb.DuckDBPyConnection:
 
 def snapshot_values(root: Path, table: str, as_of: date, user: str) -> dict:
     cur = duckdb.execute(
-        f"SELECT * FROM read_parquet('{Lake(root).snapshot_file(table, as_of)}', "
+        f"SELECT * FROM read_parquet('{snapshot_file(root, table, as_of)}', "
         f"hive_partitioning = false) WHERE user_id = ?",
         [user],
     )
@@ -77,7 +77,7 @@ def test_table_view_is_the_latest_published_month(con: duckdb.DuckDBPyConnection
 def test_runs_has_one_row_per_month_from_the_manifests(published: PublishedLake, con: duckdb.DuckDBPyConnection):
     rows = con.execute("SELECT as_of, status, run_id, users, users_inserted, checks_failed FROM runs").fetchall()
     for d, (as_of, status, run_id, users, inserted, failed) in zip((JAN, FEB), rows, strict=True):
-        record = json.loads(Lake(published.root).manifest(d).read_text())
+        record = json.loads(record_file(published.root, d).read_text())
         assert (as_of, status, run_id, failed) == (d, "published", record["run_id"], 0)
         assert (users, inserted) == (record["tables"]["users"]["rows"], record["tables"]["users"]["inserted"])
 
@@ -99,7 +99,7 @@ def test_a_partition_without_a_published_manifest_is_invisible(published: Publis
 
 
 def test_history_of_a_user_whose_subscription_changed(published: PublishedLake, con: duckdb.DuckDBPyConnection):
-    jan, feb = (Lake(published.root).snapshot_file("subscriptions", d) for d in (JAN, FEB))
+    jan, feb = (snapshot_file(published.root, "subscriptions", d) for d in (JAN, FEB))
     user, old, new = duckdb.execute(
         f"SELECT j.user_id, j.contract_type, f.contract_type "
         f"FROM read_parquet('{jan}', hive_partitioning = false) j "
@@ -138,21 +138,20 @@ M1, M2, M3, M4 = date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2
 
 def write_month(root: Path, as_of: date, users: list[dict], published: bool = True) -> None:
     """A month whose users snapshot holds ``users`` (other tables empty), with its run record."""
+    lake, run_id = Lake(root), f"run-{as_of}"
     for table in SCHEMA.tables:
         rows = users if table.name == "users" else []
-        path = Lake(root).snapshot_file(table.name, as_of)
+        path = root / lake.object("snapshots", table.name, as_of, run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=table.arrow_schema()), path)
     record = {
         "as_of": as_of.isoformat(),
         "status": "published" if published else "failed",
-        "run_id": f"run-{as_of}",
+        "run_id": run_id,
         "tables": {"users": {"rows": len(users)}},
+        "objects": {t.name: {"snapshots": lake.object("snapshots", t.name, as_of, run_id)} for t in SCHEMA.tables},
     }
-    if published:
-        path = Lake(root).manifest(as_of)
-    else:
-        path = Lake(root).run_dir(as_of) / "attempts" / f"run-{as_of}.json"
+    path = lake.record(as_of, run_id) if published else lake.run_dir(as_of) / "attempts" / f"{run_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
 

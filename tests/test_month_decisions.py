@@ -18,11 +18,12 @@ from psycopg import sql
 
 from pipeline import cli
 from pipeline.errors import DropChangedError
-from pipeline.lakefs import Lake
+from pipeline.lakefs import Lake, month_objects
 from pipeline.month import plan_month, published_months, stage_and_merge
 from pipeline.publish import publish_month
+from pipeline.runs import RunStore
 from pipeline.schema import PROJECT_ROOT, load_schema
-from tests.conftest import FEB, JAN, SEED_MONTHS, luigi_bin, start_luigi
+from tests.conftest import FEB, JAN, SEED_MONTHS, luigi_bin, raw_file, record_file, snapshot_file, start_luigi
 from tests.drops import edit_rows, seed_copy, set_value
 from tests.test_crash_safety import lake_content, pg_content
 
@@ -62,8 +63,8 @@ def test_a_drop_file_touched_after_staging_is_published_complete(settings, tmp_p
     lake = Lake(settings.lake_root)
     assert JAN in published_months(lake)
     for table in SCHEMA.table_names:
-        assert lake.snapshot_file(table, JAN).exists(), table
-        assert (lake.raw(table, JAN) / "data.parquet").exists(), table
+        assert snapshot_file(lake.root, table, JAN).exists(), table
+        assert raw_file(lake.root, table, JAN).exists(), table
 
 
 def test_a_drop_file_rewritten_after_staging_refuses_the_month(settings, tmp_path, pg, pg_schema):  # issue #20
@@ -75,7 +76,7 @@ def test_a_drop_file_rewritten_after_staging_refuses_the_month(settings, tmp_pat
         publish_month(settings, plan)
     assert published_months(Lake(settings.lake_root)) == {}
     assert run_count(pg, pg_schema, JAN) == 0
-    assert not Lake(settings.lake_root).snapshot(SCHEMA.table_names[0], JAN).exists()
+    assert not month_objects(Lake(settings.lake_root), JAN), "no object of the refused month is written"
 
 
 # --- case 2: only the holder of a month's lock touches its work folder ------------------------------
@@ -154,14 +155,14 @@ def test_a_month_published_before_a_later_one_recomputes_it(pipeline_env, tmp_pa
     assert run_luigi("Month", "--as-of", JAN.isoformat()).returncode == 0
     result = run_luigi("Month", "--as-of", MARCH.isoformat(), "--source", str(march))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(Lake(lake_root).manifest(MARCH).read_text())["previous_as_of"] == JAN.isoformat()
+    assert json.loads(record_file(lake_root, MARCH).read_text())["previous_as_of"] == JAN.isoformat()
     result = run_luigi("Month", "--as-of", FEB.isoformat(), "--source", str(SEED_MONTHS[FEB]))
     assert result.returncode == 0, result.stderr[-3000:]
 
-    record = json.loads(Lake(lake_root).manifest(MARCH).read_text())
+    record = json.loads(record_file(lake_root, MARCH).read_text())
     assert record["previous_as_of"] == FEB.isoformat(), "March is rebuilt on top of February"
     assert record["replaced"], "and its manifest keeps the run it replaced"
-    snapshot = Lake(lake_root).snapshot_file("users", MARCH)
+    snapshot = snapshot_file(lake_root, "users", MARCH)
     in_march = {r[0] for r in duckdb.execute(f"SELECT user_id FROM read_parquet('{snapshot}')").fetchall()}
     assert new_in_feb <= in_march, "February's new users are carried into March"
     live = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, "users"))).fetchone()[0]
@@ -189,7 +190,7 @@ def test_a_typo_in_as_of_is_refused_in_one_line(run_luigi, lake_root, as_of, mes
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not Lake(lake_root).manifests()
+    assert not RunStore(lake_root).months()
 
 
 def test_unpublish_takes_back_the_latest_month_only(settings, pg, pg_schema, monkeypatch, capsys):  # issue #20

@@ -9,9 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, SEED_MONTHS, PublishedLake
+from tests.conftest import FEB, JAN, SEED_MONTHS, PublishedLake, raw_file, record_file, snapshot_file
 from tests.drops import csv_count, edit_rows, seed_copy, set_value
 
 TABLES = load_schema().table_names
@@ -64,15 +63,15 @@ def test_snapshots_read_back_with_the_declared_types(two_months: Path):
 
 
 def test_snapshots_are_in_key_order_and_the_first_months_is_its_typed_drop(two_months: Path):
-    lake = Lake(two_months)
     for table in TABLES:
         for as_of in (JAN, FEB):
-            snapshot = lake.snapshot_file(table, as_of)
+            snapshot = snapshot_file(two_months, table, as_of)
             keys = [k for (k,) in duckdb.execute(f"SELECT user_id FROM read_parquet('{snapshot}')").fetchall()]
             assert keys == sorted(keys) and len(keys) == len(set(keys)), (table, as_of)
         # nothing to merge with: the same file, not a second copy; a later month's drop stays as received
-        assert lake.snapshot_file(table, JAN).samefile(lake.raw(table, JAN) / "data.parquet"), table
-        assert not lake.snapshot_file(table, FEB).samefile(lake.raw(table, FEB) / "data.parquet"), table
+        jan, feb = (snapshot_file(two_months, table, d) for d in (JAN, FEB))
+        assert jan.samefile(raw_file(two_months, table, JAN)), table
+        assert not feb.samefile(raw_file(two_months, table, FEB)), table
 
 
 def test_changed_value_shows_in_february_and_january_keeps_the_old_one(two_months: Path):
@@ -121,7 +120,7 @@ def test_a_user_absent_from_a_drop_is_carried_forward(run_luigi, lake_root: Path
         f"WHERE user_id = '{user}'"
     ).fetchall()
     assert label(FEB) == label(JAN) and len(label(FEB)) == 1
-    manifest = (Lake(lake_root).manifest(FEB)).read_text()
+    manifest = record_file(lake_root, FEB).read_text()
     assert '"carried": 1' in manifest
 
 
@@ -212,4 +211,4 @@ def test_bad_drop_fails_with_its_message_and_leaves_no_partition(kind, run_luigi
     assert "Traceback" not in result.stderr
     assert not list(lake_root.glob(f"snapshots/*/as_of={JAN}")), "no partition for a failed month"
     assert not list(lake_root.glob(f"raw/*/as_of={JAN}"))
-    assert not Lake(lake_root).manifest(JAN).exists()
+    assert not record_file(lake_root, JAN).exists()

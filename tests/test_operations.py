@@ -18,10 +18,10 @@ from psycopg import sql
 
 from pipeline.errors import DeletionLimitError
 from pipeline.generate import generate_drops
-from pipeline.lakefs import Lake
 from pipeline.publish import run_month
+from pipeline.runs import RunStore
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin
+from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin, record_file, snapshot_file
 from tests.drops import edit_rows, seed_copy, set_value
 
 SCHEMA = load_schema()
@@ -29,12 +29,12 @@ MARCH = date(2024, 3, 31)
 
 
 def manifest(lake_root: Path, as_of: date) -> dict:
-    return json.loads(Lake(lake_root).manifest(as_of).read_text())
+    return json.loads(record_file(lake_root, as_of).read_text())
 
 
 def snapshot_value(lake_root: Path, table: str, as_of: date, column: str, user_id: str):
     rows = duckdb.execute(
-        f"SELECT {column} FROM read_parquet('{Lake(lake_root).snapshot_file(table, as_of)}') WHERE user_id = ?",
+        f"SELECT {column} FROM read_parquet('{snapshot_file(lake_root, table, as_of)}') WHERE user_id = ?",
         [user_id],
     ).fetchall()
     return rows[0][0] if rows else None
@@ -88,7 +88,7 @@ def test_full_dump_deleting_too_many_users_needs_confirmation(settings, tmp_path
     _remove_users(feb, 1500)  # about 21% of 7,000
     with pytest.raises(DeletionLimitError, match=r"would delete 1500 of 7000 users \(21.4%\).*--confirm-deletions"):
         run_month(settings, FEB, feb, full_dump=True)
-    assert not Lake(settings.lake_root).manifest(FEB).exists()
+    assert not record_file(settings.lake_root, FEB).exists()
     from pipeline.publish import PublishOptions
 
     settings_loose = settings.with_(volume_change_ratio=0.9)
@@ -185,7 +185,7 @@ def test_replacing_the_only_month_removes_the_users_the_correction_dropped_from_
             [gone],
         ).fetchone()
         snapshot_rows = duckdb.execute(
-            f"SELECT count(*) FROM read_parquet('{Lake(settings.lake_root).snapshot_file(table, JAN)}')"
+            f"SELECT count(*) FROM read_parquet('{snapshot_file(settings.lake_root, table, JAN)}')"
         ).fetchone()[0]
         assert live == (snapshot_rows, 0), table
 
@@ -197,15 +197,13 @@ def test_backfill_ingests_configured_months_in_order_and_skips_done(run_luigi, t
     env = {"LUIGI_CONFIG_PATH": str(config)}
     result = run_luigi("Backfill", "--start", "2024-01-01", "--end", "2024-03-31", "--workers", "2", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    published = {json.loads(p.read_text())["as_of"]: json.loads(p.read_text()) for p in Lake(lake_root).manifests()}
+    published = {d.isoformat(): r.to_json() for d, r in RunStore(lake_root).published().items()}
     assert sorted(published) == ["2024-01-31", "2024-02-29", "2024-03-31"]
     assert published["2024-03-31"]["previous_as_of"] == "2024-02-29"
     assert published["2024-02-29"]["previous_as_of"] == "2024-01-31"
     again = run_luigi("Backfill", "--start", "2024-01-01", "--end", "2024-03-31", env=env)
     assert again.returncode == 0
-    rerun = {
-        json.loads(p.read_text())["as_of"]: json.loads(p.read_text())["run_id"] for p in Lake(lake_root).manifests()
-    }
+    rerun = {d.isoformat(): r.run_id for d, r in RunStore(lake_root).published().items()}
     assert rerun == {d: m["run_id"] for d, m in published.items()}, "done months are skipped, not run again"
 
 
@@ -259,7 +257,7 @@ def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "local scheduler" not in result.stderr.lower()
-        assert sorted(m.parent.name for m in Lake(lake_root).manifests()) == [f"as_of={JAN}", f"as_of={FEB}"]
+        assert RunStore(lake_root).published_months() == [JAN, FEB]
         query = urllib.parse.quote(json.dumps({"status": "DONE", "upstream_status": "", "search": ""}))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data={query}", timeout=10) as reply:
             done = json.loads(reply.read())["response"]

@@ -18,7 +18,7 @@ import pytest
 from pipeline.config import _KNOWN_KEYS
 from pipeline.lakefs import Lake
 from pipeline.schema import PROJECT_ROOT
-from tests.conftest import JAN
+from tests.conftest import JAN, record_file
 from tests.drops import csv_count, seed_copy
 from tests.test_operations import _remove_users
 
@@ -59,8 +59,11 @@ def _lake_is_a_file(tmp: Path) -> tuple[list[str], dict[str, str]]:
     return ["Month", "--as-of", JAN.isoformat()], {"LAKE_ROOT": str(tmp / "lake-file")}
 
 
+BROKEN_RUN = "20240131-20240201T060000-a1b2c3"
+
+
 def _broken_manifest(tmp: Path) -> tuple[list[str], dict[str, str]]:
-    path = Lake(tmp / "lake").manifest(JAN)
+    path = Lake(tmp / "lake").record(JAN, BROKEN_RUN)
     path.parent.mkdir(parents=True)
     path.write_text('{"as_of": "2024-01-31", "status": "publ')
     return ["Month", "--as-of", JAN.isoformat()], {}
@@ -125,9 +128,9 @@ CASES = [
     ),
     Case(
         "unreadable run record",
-        "`lake/runs/as_of=2024-01-31/manifest.json` truncated by hand (read in `complete()`)",
+        f"`lake/runs/as_of=2024-01-31/{BROKEN_RUN}.json` truncated by hand (read in `complete()`)",
         35,
-        "{tmp}/lake/runs/as_of=2024-01-31/manifest.json is not a run record the pipeline can read "
+        f"{{tmp}}/lake/runs/as_of=2024-01-31/{BROKEN_RUN}.json is not a run record the pipeline can read "
         "(JSONDecodeError: Unterminated string starting at: line 1 column 35 (char 34)); it was edited or truncated "
         "by hand? Restore it from a backup (PostgreSQL's pipeline_runs holds the same run); nothing was run",
         _broken_manifest,
@@ -189,7 +192,7 @@ def test_a_mistake_is_one_message_with_its_exit_code(case: Case, run_luigi, pipe
     assert output.count(message) == 1, output[-3000:]
     assert "Traceback" not in output
     if case.needs_january:
-        assert not Lake(tmp_path / "lake").manifest(JAN.replace(month=2, day=29)).exists()
+        assert not record_file(tmp_path / "lake", JAN.replace(month=2, day=29)).exists()
 
 
 def test_the_volume_case_counts_match_the_drop(tmp_path: Path):

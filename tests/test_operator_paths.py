@@ -14,15 +14,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pipeline.lakefs import Lake
 from pipeline.schema import PROJECT_ROOT
-from tests.conftest import FEB, JAN
+from tests.conftest import FEB, JAN, record_file
 from tests.drops import seed_copy, set_value
 from tests.test_operations import _remove_users
 
 
 def manifest(lake_root: Path, as_of: date) -> dict:
-    return json.loads(Lake(lake_root).manifest(as_of).read_text())
+    return json.loads(record_file(lake_root, as_of).read_text())
 
 
 def postgres_runs(pg: psycopg.Connection, pg_schema: str) -> dict[date, str]:
@@ -80,7 +79,7 @@ def test_a_full_dump_manifest_from_before_the_recorded_confirmation_is_recompute
     run_luigi, tmp_path: Path, lake_root: Path
 ):  # issue #15.1: its deletions (21% > 10%) say it was confirmed
     _jan_and_confirmed_full_dump_feb(run_luigi, tmp_path)
-    path = Lake(lake_root).manifest(FEB)
+    path = record_file(lake_root, FEB)
     old = json.loads(path.read_text())
     del old["confirm_deletions"]
     path.write_text(json.dumps(old, indent=2))
@@ -161,7 +160,7 @@ def test_a_month_postgres_committed_but_the_lake_lacks_is_named_with_its_repair(
     assert run_luigi("Month", "--as-of", JAN.isoformat()).returncode == 0
     result = run_luigi("Month", "--as-of", FEB.isoformat(), env={"STREAMFLOW_FAILPOINT": "committed"})
     assert result.returncode != 0
-    assert FEB in postgres_runs(pg, pg_schema) and not Lake(lake_root).manifest(FEB).exists()
+    assert FEB in postgres_runs(pg, pg_schema) and not record_file(lake_root, FEB).exists()
 
     report = status(pipeline_env)
     assert report.returncode == 3

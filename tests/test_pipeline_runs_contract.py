@@ -8,10 +8,9 @@ from datetime import date
 
 from psycopg import sql
 
-from pipeline.lakefs import Lake
 from pipeline.publish import run_month
 from pipeline.runs import Contract
-from tests.conftest import JAN
+from tests.conftest import JAN, record_file
 
 BEFORE_CONTRACTS = date(2023, 12, 31)
 
@@ -38,6 +37,6 @@ def test_an_older_pipeline_runs_gains_the_contract_and_the_month_records_it(sett
     run_month(settings, JAN)
 
     rows = dict(pg.execute(sql.SQL("SELECT as_of, contract FROM {} ORDER BY as_of").format(runs)).fetchall())
-    manifest = json.loads(Lake(settings.lake_root).manifest(JAN).read_text())
+    manifest = json.loads(record_file(settings.lake_root, JAN).read_text())
     assert rows[BEFORE_CONTRACTS] is None, "a row written before contracts were recorded holds NULL"
     assert rows[JAN] == manifest["contract"] == Contract.current().to_json()

@@ -17,10 +17,9 @@ from psycopg import sql
 
 from pipeline.config import PostgresSettings, Settings
 from pipeline.errors import PostgresUnavailableError, QualityGateError
-from pipeline.lakefs import Lake
 from pipeline.publish import run_month
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, PublishedLake, luigi_bin
+from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, PublishedLake, luigi_bin, record_file, snapshot_file
 from tests.drops import edit_rows, seed_copy, set_value
 
 SCHEMA = load_schema()
@@ -39,7 +38,7 @@ def lake_rows(lake_root: Path, table: str, as_of: date) -> list[tuple]:
     return [
         tuple(r)
         for r in duckdb.execute(
-            f"SELECT {names} FROM read_parquet('{Lake(lake_root).snapshot_file(table, as_of)}') ORDER BY 1"
+            f"SELECT {names} FROM read_parquet('{snapshot_file(lake_root, table, as_of)}') ORDER BY 1"
         ).fetchall()
     ]
 
@@ -63,7 +62,7 @@ def fingerprint(pg: psycopg.Connection, pg_schema: str) -> dict[str, tuple]:
 def assert_nothing_published(pg: psycopg.Connection, pg_schema: str, lake_root: Path, as_of: date, before: dict):
     """A failed publish left PostgreSQL as it was, wrote no manifest and left no staging schema."""
     assert fingerprint(pg, pg_schema) == before
-    assert not Lake(lake_root).manifest(as_of).exists()
+    assert not record_file(lake_root, as_of).exists()
     staging = pg.execute(
         "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
     ).fetchone()[0]
@@ -121,7 +120,7 @@ def test_republishing_the_same_month_in_process_leaves_rows_untouched(settings: 
     run_month(settings, JAN)
     before = fingerprint(pg, pg_schema)
     # a crash after the PostgreSQL commit but before the manifest: the month runs again in full
-    Lake(settings.lake_root).manifest(JAN).unlink()
+    record_file(settings.lake_root, JAN).unlink()
     run_month(settings, JAN)
     after = fingerprint(pg, pg_schema)
     assert {k: v for k, v in after.items() if k != "pipeline_runs"} == {
@@ -216,7 +215,7 @@ def test_failing_rule_stops_the_month_and_changes_nothing(rule, settings, tmp_pa
         assert "1 row broke it" in message or "rows broke it" in message
     assert fingerprint(pg, pg_schema) == before_pg
     assert sorted(p.name for p in lake_root.glob("snapshots/*/*")) == before_lake
-    assert not Lake(lake_root).manifest(FEB).exists()
+    assert not record_file(lake_root, FEB).exists()
     staging = pg.execute(
         "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s", [f"{pg_schema}__staging%"]
     ).fetchone()[0]
@@ -270,9 +269,9 @@ def test_unreachable_postgres_gives_one_clear_line_then_a_rerun_completes(settin
     message = str(failure.value)
     assert "127.0.0.1:1/streamflow" in message and "s3cret-pw" not in message
     assert "\n" not in message
-    assert not Lake(settings.lake_root).manifest(JAN).exists()
+    assert not record_file(settings.lake_root, JAN).exists()
     run_month(settings, JAN)  # the server is back: the same month completes
-    assert Lake(settings.lake_root).manifest(JAN).exists()
+    assert record_file(settings.lake_root, JAN).exists()
     assert table_rows(pg, pg_schema, "users") == lake_rows(settings.lake_root, "users", JAN)
 
 

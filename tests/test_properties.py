@@ -38,9 +38,9 @@ from psycopg import sql
 
 from pipeline.config import PostgresSettings, Settings
 from pipeline.errors import DropErrors, QualityGateError, RejectedRowsError
-from pipeline.lakefs import Lake
+from pipeline.lakefs import Lake, month_objects
 from pipeline.publish import run_month
-from pipeline.runs import RunRecord
+from pipeline.runs import RunRecord, RunStore
 from pipeline.schema import Column, Table, load_schema
 
 SCHEMA = load_schema()
@@ -306,7 +306,7 @@ def write_drop(drop: Drop, folder: Path) -> Path:
 
 
 def lake_rows(lake_root: Path, kind: str, table: Table, as_of: date) -> Rows:
-    path = Lake(lake_root).root / kind / table.name / f"as_of={as_of}" / "data.parquet"
+    path = RunStore(lake_root).get(as_of).object_file(lake_root, kind, table.name)  # type: ignore[union-attr]
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
     rows = duckdb.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false)", [str(path)]).fetchall()
     return {r[0]: tuple(r[1:]) for r in rows}
@@ -345,9 +345,9 @@ def assert_published(
 
 def assert_month_not_published(s: Settings, pg: psycopg.Connection, as_of: date, live: dict[str, Rows]) -> None:
     lake = Lake(s.lake_root)
-    assert not lake.manifest(as_of).exists()
+    assert RunStore(lake).get(as_of) is None
+    assert not month_objects(lake, as_of), "no object of a refused month is written"
     for table in SCHEMA.tables:
-        assert not lake.snapshot(table.name, as_of).exists() and not lake.raw(table.name, as_of).exists()
         assert pg_rows(pg, s.postgres.schema, table, as_of) == {}, table.name
         assert pg_rows(pg, s.postgres.schema, table) == live.get(table.name, {}), table.name  # untouched
     runs = pg.execute("SELECT to_regclass(%s)", [f'"{s.postgres.schema}"."pipeline_runs"']).fetchone()[0]

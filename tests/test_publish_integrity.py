@@ -16,6 +16,7 @@ from pipeline import quality
 from pipeline.errors import PostgresUnavailableError, PublishError
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
+from pipeline.runs import RunStore
 from tests.conftest import FEB, JAN
 from tests.test_postgres_sync import assert_nothing_published, fingerprint
 
@@ -142,4 +143,4 @@ def test_every_bad_file_of_a_drop_is_reported_at_once(settings, pg, pg_schema, t
     assert [e.__class__.__name__ for e in refused.value.errors] == ["RejectedRowsError", "RejectedRowsError"]
     lake = Lake(settings.lake_root)
     assert all((lake.rejects(t, JAN) / "rejects.parquet").exists() for t in ("users", "labels"))
-    assert not lake.manifest(JAN).exists() and not (settings.lake_root / "snapshots").exists()
+    assert RunStore(lake).months() == {} and not (settings.lake_root / "snapshots").exists()

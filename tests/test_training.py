@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import ConfigError, LakeStateError
-from pipeline.lakefs import Lake
 from pipeline.schema import load_schema
 from pipeline.training import (
     LABEL_TABLE,
@@ -27,7 +26,7 @@ from pipeline.training import (
     training_frame,
     training_set,
 )
-from tests.conftest import PublishedLake
+from tests.conftest import PublishedLake, record_file, snapshot_file
 from tests.test_cli_status import luigi
 
 JAN, FEB, MARCH = date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31)
@@ -47,7 +46,7 @@ def compare(con: duckdb.DuckDBPyConnection, root: Path, table: str, as_of: date)
     columns = [c.name for c in SCHEMA.table(table).value_columns]
     mine = ", ".join(f"t.{c}" for c in columns)
     theirs = ", ".join(f"s.{c}" for c in columns)
-    snapshot = Lake(root).snapshot_file(table, as_of)
+    snapshot = snapshot_file(root, table, as_of)
     return con.execute(
         f"SELECT count(*) FILTER (WHERE ({mine}) IS DISTINCT FROM ({theirs})), count(*) FROM training AS t "
         f"JOIN read_parquet('{snapshot}', hive_partitioning = false) AS s USING ({KEY})"
@@ -56,7 +55,7 @@ def compare(con: duckdb.DuckDBPyConnection, root: Path, table: str, as_of: date)
 
 def test_one_row_per_user_known_at_as_of_with_every_feature_and_the_label(published: PublishedLake, january):
     users = duckdb.execute(
-        f"SELECT {KEY} FROM read_parquet('{Lake(published.root).snapshot_file('users', JAN)}') ORDER BY 1"
+        f"SELECT {KEY} FROM read_parquet('{snapshot_file(published.root, 'users', JAN)}') ORDER BY 1"
     ).fetchall()
     assert january.column(KEY).to_pylist() == [u[0] for u in users]
     expected = (
@@ -94,7 +93,7 @@ def test_the_leakage_check_refuses_a_feature_from_a_later_snapshot(published: Pu
     sources = plan_sources(published.root, JAN)
     leaky = replace(
         sources,
-        files={**sources.files, "subscriptions": Lake(published.root).snapshot_file("subscriptions", FEB)},
+        files={**sources.files, "subscriptions": snapshot_file(published.root, "subscriptions", FEB)},
     )
     with pytest.raises(LeakageError) as error:
         assemble(leaky)
@@ -205,7 +204,7 @@ def test_training_set_task_writes_data_and_metadata(published_copy: PublishedLak
     assert {t: s["as_of"] for t, s in meta["sources"].items()} == {
         t: ("2024-02-29" if t == LABEL_TABLE else "2024-01-31") for t in SCHEMA.table_names
     }
-    manifest = json.loads(Lake(published_copy.root).manifest(JAN).read_text())
+    manifest = json.loads(record_file(published_copy.root, JAN).read_text())
     assert meta["sources"]["users"]["run_id"] == manifest["run_id"]
 
     result = luigi(published_copy.env, "TrainingSet", "--as-of", "2024-01-31")

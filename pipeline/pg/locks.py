@@ -1,7 +1,10 @@
 """The per-month lock, held in PostgreSQL so that every machine publishing into the same server sees it.
 
 A month's stage and merge steps share the lock; its publish (and unpublish) holds it exclusively, so a
-second run of the same month waits for the first one's publish and then finds the month published. It
+second run of the same month waits for the first one's publish and then finds the month published. Each
+step also holds a lock of its own, exclusively: two runs of the month never write the same step's files
+at once (they are written in place, not renamed: :mod:`pipeline.lakefs`), and the second finds the
+step done. It
 is a session-level advisory lock on a connection of its own, opened for the lock and closed on release:
 the server releases it when that connection ends, so a crashed process (or machine: the server's TCP
 keepalives notice a client gone silent) never leaves it held.
@@ -25,7 +28,7 @@ from datetime import date
 import psycopg
 
 from pipeline.config import Settings
-from pipeline.errors import PostgresUnavailableError
+from pipeline.errors import LockBusyError, PostgresUnavailableError
 from pipeline.pg.connect import connect, describe, resolve_dsn
 
 log = logging.getLogger(__name__)
@@ -34,25 +37,36 @@ log = logging.getLogger(__name__)
 KEEPALIVES = {"tcp_keepalives_idle": "60", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
 
 
-def month_lock_key(pg_schema: str, as_of: date) -> int:
-    """The advisory lock key of one month published into ``pg_schema`` (a signed bigint, stable)."""
-    digest = hashlib.sha256(f"streamflow:{pg_schema}:{as_of.isoformat()}".encode()).digest()
+def month_lock_key(pg_schema: str, as_of: date, step: str | None = None) -> int:
+    """The advisory lock key of one month published into ``pg_schema`` (a signed bigint, stable), or of
+    one of its steps (``step``, e.g. ``StageTable:users``)."""
+    name = f"streamflow:{pg_schema}:{as_of.isoformat()}" + (f":{step}" if step else "")
+    digest = hashlib.sha256(name.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
 @contextmanager
-def month_lock(settings: Settings, as_of: date, exclusive: bool = True) -> Iterator[None]:
+def month_lock(
+    settings: Settings, as_of: date, exclusive: bool = True, step: str | None = None, wait: bool = True
+) -> Iterator[None]:
     """Hold the month's lock (exclusive, or shared with the month's other stage and merge steps) for
-    the block. Waits as long as another run holds it, saying once who that is."""
+    the block, and with ``step`` that step's own lock, exclusively. Waits as long as another run holds
+    one, saying once who that is; with ``wait=False`` raises :class:`LockBusyError` instead."""
     dsn = resolve_dsn(settings.postgres, settings.lake_root)
-    key, mode = month_lock_key(settings.postgres.schema, as_of), "" if exclusive else "_shared"
+    schema = settings.postgres.schema
+    locks = [(month_lock_key(schema, as_of), "" if exclusive else "_shared", f"month {as_of}")]
+    if step:
+        locks.append((month_lock_key(schema, as_of, step), "", f"month {as_of}'s step {step}"))
     # lock_timeout 0: wait for the other run as long as it takes, like the file lock this replaces
     with connect(dsn, autocommit=True, lock_timeout="0", server_settings=KEEPALIVES) as conn:
         try:
-            (taken,) = conn.execute(f"SELECT pg_try_advisory_lock{mode}(%s)", [key]).fetchone()  # type: ignore[misc]
-            if not taken:
-                log.info("month %s is locked by another run%s; waiting until it is done", as_of, _holders(conn, key))
-                conn.execute(f"SELECT pg_advisory_lock{mode}(%s)", [key])
+            for key, mode, what in locks:
+                (taken,) = conn.execute(f"SELECT pg_try_advisory_lock{mode}(%s)", [key]).fetchone()  # type: ignore[misc]
+                if not taken and not wait:
+                    raise LockBusyError(f"{what} is locked by another run{_holders(conn, key)}")
+                if not taken:
+                    log.info("%s is locked by another run%s; waiting until it is done", what, _holders(conn, key))
+                    conn.execute(f"SELECT pg_advisory_lock{mode}(%s)", [key])
         except psycopg.OperationalError as e:
             reason = " ".join(str(e).split()) or type(e).__name__
             raise PostgresUnavailableError(

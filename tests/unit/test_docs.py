@@ -96,8 +96,8 @@ def test_the_readmes_flow_diagram_follows_the_order_the_code_reaches_its_stages(
 
     diagram = README.read_text(encoding="utf-8").partition("```\ndrop/*.csv")[2].partition("```")[0]
     steps = {"─stage─": "staged", "─merge─": "merged", "─Soda checks─": "checked", "transaction ─": "committed"}
-    steps["lake/snapshots"] = "lake_published"
-    steps["manifest"] = "manifest_written"
+    steps["lake/snapshots"] = "lake_half_written"
+    steps["run record"] = "manifest_written"
     assert all(label in diagram for label in steps), diagram
     in_diagram = sorted(steps, key=diagram.index)
     assert [steps[label] for label in in_diagram] == [p for p in POINTS if p in steps.values()]

@@ -34,7 +34,7 @@ def write_usage(lake: lakefs.Lake, as_of: date, hours: list[str | None]) -> Path
         }
         for i, (u, h) in enumerate(zip(USERS, hours, strict=True))
     ]
-    path = lake.snapshot_file(table.name, as_of)
+    path = lake.root / lake.legacy_object("snapshots", table.name, as_of)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=table.arrow_schema()), path)
     return path
@@ -121,7 +121,7 @@ def test_text_keeps_the_twenty_most_frequent_values_and_other(tmp_path: Path) ->
 def test_a_column_delivered_for_the_first_time_is_not_drift_but_one_going_empty_is(lake: lakefs.Lake) -> None:
     table = load_schema().table("subscriptions")
     rows = [{"user_id": u, "add_on_backup": None} for u in USERS]
-    jan, feb = lake.snapshot_file(table.name, JAN), lake.snapshot_file(table.name, FEB)
+    jan, feb = (lake.root / lake.legacy_object("snapshots", table.name, d) for d in (JAN, FEB))
     for path, data in ((jan, rows), (feb, [{**r, "add_on_backup": True} for r in rows])):
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(data, schema=table.arrow_schema()), path)
@@ -193,7 +193,7 @@ def write_month(lake: lakefs.Lake, as_of: date, shift: int) -> dict[str, Path | 
     files: dict[str, Path | None] = {}
     for name, data in rows.items():
         table = schema.table(name)
-        path = lake.snapshot_file(name, as_of)
+        path = lake.root / lake.legacy_object("snapshots", name, as_of)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(data, schema=table.arrow_schema()), path)
         files[name] = path

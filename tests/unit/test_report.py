@@ -30,7 +30,7 @@ def snapshot(lake: lakefs.Lake, as_of: date, hours: list[str]) -> None:
             rows = [{**r, "watch_hours_30d": Decimal(h)} for r, h in zip(rows, hours, strict=True)]
         if table.name == "labels":
             rows = [{**r, "churn_label": i % 4 == 0} for i, r in enumerate(rows)]
-        path = lake.snapshot_file(table.name, as_of)
+        path = lake.root / lake.legacy_object("snapshots", table.name, as_of)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=table.arrow_schema()), path)
 
@@ -117,7 +117,7 @@ def test_the_page_is_current_until_a_run_record_is_newer(lake: lakefs.Lake) -> N
     assert not report.is_current(lake.root, FEB)
     report.write_reports(Settings(lake_root=lake.root), FEB)
     assert report.is_current(lake.root, FEB)
-    manifest = RunStore(lake).manifest_path(FEB)
+    manifest = RunStore(lake).path(FEB)
     later = report.month_page(lake.root, FEB).stat().st_mtime_ns + 10**9
     os.utime(manifest, ns=(later, later))
     assert not report.is_current(lake.root, FEB)

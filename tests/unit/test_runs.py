@@ -8,6 +8,7 @@ reading the same.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -261,8 +262,8 @@ def test_contract_change_without_column_changes_says_so():
 
 def test_store_reads_published_months_of_an_old_lake(tmp_path: Path):
     lake = Lake(tmp_path)
-    write_json(lake.manifest(JAN), {**old_manifest(JAN, "run-jan"), "previous_as_of": None})
-    write_json(lake.manifest(FEB), old_manifest(FEB, "run-feb"))
+    write_json(lake.legacy_manifest(JAN), {**old_manifest(JAN, "run-jan"), "previous_as_of": None})
+    write_json(lake.legacy_manifest(FEB), old_manifest(FEB, "run-feb"))
     store = RunStore(lake)
     assert {d: r.run_id for d, r in store.published().items()} == {JAN: "run-jan", FEB: "run-feb"}
     assert store.get(FEB) is not None and store.get(FEB).run_id == "run-feb"  # type: ignore[union-attr]
@@ -274,13 +275,39 @@ def test_store_write_then_get_returns_the_same_record(tmp_path: Path):
     store = RunStore(tmp_path)
     record = built_record().as_published(timings={}, live_updated=True)
     path = store.write(record)
-    assert path == Lake(tmp_path).manifest(FEB)
+    assert path == Lake(tmp_path).record(FEB, record.run_id) == store.path(FEB)
     assert store.get(FEB) == record
-    assert not list(path.parent.glob(".tmp-*")), "written atomically: no temporary file left"
+    assert list(path.parent.iterdir()) == [path], "created in place: no temporary file, nothing renamed"
+    with pytest.raises(FileExistsError):
+        store.write(record)  # a run's record is written once, never replaced
+
+
+def test_a_correction_is_a_newer_record_and_the_month_is_the_newest(tmp_path: Path):
+    store = RunStore(tmp_path)
+    write_json(store.lake.legacy_manifest(FEB), old_manifest(FEB, "run-old"))  # a lake from before issue #19
+    first = built_record().as_published(timings={}, live_updated=True, published_at=datetime(2026, 12, 8, tzinfo=UTC))
+    store.write(first)
+    second = dataclasses.replace(built_record(), run_id="run-feb-corrected").replacing(first)
+    second = second.as_published(timings={}, live_updated=True, published_at=datetime(2026, 12, 9, tzinfo=UTC))
+    store.write(second)
+    assert [r.run_id for _, r in store.records(FEB)] == ["run-old", first.run_id, second.run_id]
+    assert store.get(FEB) == second and store.months()[FEB].run_id == second.run_id
+    assert store.known_runs(FEB) == {"run-old", first.run_id, second.run_id}
+
+
+def test_a_record_names_its_runs_objects_and_an_old_one_the_months_only_object(tmp_path: Path):
+    lake = Lake(tmp_path)
+    record = built_record().with_objects(lake, ["users"])
+    assert record.snapshot_file(tmp_path, "users") == tmp_path / f"snapshots/users/as_of={FEB}/{record.run_id}.parquet"
+    assert record.raw_file(tmp_path, "users") == tmp_path / f"raw/users/as_of={FEB}/{record.run_id}.parquet"
+    assert record.snapshot_file(tmp_path, "labels") is None, "a table the run did not write"
+    assert RunRecord.from_json(record.to_json()).objects == record.objects
+    old = RunRecord.from_json(old_manifest())
+    assert old.snapshot_file(tmp_path, "labels") == tmp_path / f"snapshots/labels/as_of={FEB}/data.parquet"
 
 
 def test_store_get_ignores_a_manifest_that_is_not_published(tmp_path: Path):
-    write_json(Lake(tmp_path).manifest(FEB), {"as_of": FEB.isoformat(), "status": "half-done", "run_id": "x"})
+    write_json(Lake(tmp_path).legacy_manifest(FEB), {"as_of": FEB.isoformat(), "status": "half-done", "run_id": "x"})
     store = RunStore(tmp_path)
     assert store.get(FEB) is None and store.published() == {}
     assert store.months()[FEB].status == "unknown"
@@ -294,12 +321,12 @@ def test_store_attempts_are_kept_beside_the_manifest_oldest_first(tmp_path: Path
     attempts = store.attempts(FEB)
     assert [a.run_id for a in attempts] == ["20240229-20261207T214400-bbbbbb", "run-feb"]
     assert attempts[-1].status is Status.FAILED and attempts[-1].recorded_at is not None
-    assert not Lake(tmp_path).manifest(FEB).exists(), "an attempt never writes the manifest"
+    assert store.path(FEB) is None, "an attempt never publishes the month"
 
 
 def test_store_months_says_published_or_failed_with_attempts(tmp_path: Path):
     store = RunStore(tmp_path)
-    write_json(store.manifest_path(JAN), {**old_manifest(JAN, "run-jan"), "previous_as_of": None})
+    write_json(store.lake.legacy_manifest(JAN), {**old_manifest(JAN, "run-jan"), "previous_as_of": None})
     write_json(store.attempts_dir(JAN) / "a.json", {**old_attempt(), "as_of": JAN.isoformat()})
     write_json(store.attempts_dir(FEB) / "b.json", old_attempt())
     (tmp_path / "runs" / "as_of=not-a-date").mkdir()
