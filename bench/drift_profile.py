@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import resource
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -71,14 +72,17 @@ def main() -> None:
         settings = dataclasses.replace(settings, duckdb_threads=args.threads)
     schema = load_schema()
     lake = lakefs.Lake(settings.lake_root)
-    merged = {t: lake.snapshot_file(t, args.as_of) for t in schema.table_names}
+    store = runs.RunStore(lake)
+    month_record, previous_record = store.get(args.as_of), store.get(args.previous)
+    if month_record is None or previous_record is None:
+        sys.exit(f"both {args.as_of} and {args.previous} must be published in {lake.root}")
+    merged = {t: month_record.snapshot_file(lake.root, t) for t in schema.table_names}
     kwargs: dict[str, Any] = {}
     if not args.no_record:  # the previous month's profiles as its record keeps them (made here, untimed, if not)
-        record = runs.RunStore(lake).get(args.previous)
-        stored = drift.profiles_from_json(record.drift_profile if record else None)
+        stored = drift.profiles_from_json(previous_record.drift_profile)
         if not stored:
             with duck.connect(settings) as con:
-                before = {t: lake.snapshot_file(t, args.previous) for t in schema.table_names}
+                before = {t: previous_record.snapshot_file(lake.root, t) for t in schema.table_names}
                 stored = drift.month_profiles(con, dict(before), schema)
         kwargs["stored"] = stored
     print(f"duckdb_threads={settings.duckdb_threads or 'default'} runs={args.runs}")

@@ -368,14 +368,14 @@ class Bench:
     def lake(self, rep: int) -> Path:
         return self.work / f"lake-r{rep}"
 
-    def manifest_path(self, rep: int, as_of: str) -> Path:
-        return self.lake(rep) / "runs" / f"as_of={as_of}" / "manifest.json"
-
     def published_record(self, rep: int, as_of: str) -> dict | None:
         """The month's published run record in the sequence's lake, None while there is none."""
-        path = self.manifest_path(rep, as_of)
-        record = json.loads(path.read_text()) if path.exists() else None
-        return record if record and record.get("status") == "published" else None
+        from datetime import date
+
+        from pipeline.runs import RunStore
+
+        record = RunStore(self.lake(rep)).get(date.fromisoformat(as_of))
+        return record.to_json() if record else None
 
     # --- a whole sequence of months ----------------------------------------------------------------
 
