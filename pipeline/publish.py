@@ -224,11 +224,11 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                     drift_profile=drift_profile,
                 )
                 record = record.replacing(runs.RunStore(plan.lake).get(plan.as_of))  # a correction keeps history
-                record = record.with_objects(plan.lake, schema.table_names)
                 if report.failed:  # leaving the block rolls the transaction back; staging is dropped below
                     runs.RunStore(plan.lake).write_attempt(record.as_failed())
                     quality.raise_if_failed(report, plan.as_of)
                 failpoint("checked")
+                record = record.with_objects(plan.lake, schema.table_names)  # this run's own, unread until published
                 t0 = time.perf_counter()
                 _write_objects(plan, schema, record)  # a failure (a full disk) rolls the transaction back
                 sync = pub.finish(record.pipeline_runs_row(finished_at=datetime.now(UTC)))
