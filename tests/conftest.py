@@ -39,22 +39,21 @@ def record_file(lake_root: Path, as_of: date) -> Path:
     return RunStore(lake_root).path(as_of) or Lake(lake_root).run_dir(as_of) / "(not published).json"
 
 
-def snapshot_file(lake_root: Path, table: str, as_of: date) -> Path:
-    """The snapshot object of a published month's table, as its run record names it."""
+def object_file(lake_root: Path, kind: str, table: str, as_of: date) -> Path:
+    """The ``kind`` object (raw, snapshots) of a published month's table, as its run record names it."""
     record = RunStore(lake_root).get(as_of)
     assert record is not None, f"{as_of} is not published"
-    path = record.snapshot_file(Path(lake_root), table)
-    assert path is not None, f"{as_of}'s record names no snapshot of {table}"
+    path = record.object_file(Path(lake_root), kind, table)
+    assert path is not None, f"{as_of}'s record names no {kind} object of {table}"
     return path
+
+
+def snapshot_file(lake_root: Path, table: str, as_of: date) -> Path:
+    return object_file(lake_root, "snapshots", table, as_of)
 
 
 def raw_file(lake_root: Path, table: str, as_of: date) -> Path:
-    """The typed drop object of a published month's table, as its run record names it."""
-    record = RunStore(lake_root).get(as_of)
-    assert record is not None, f"{as_of} is not published"
-    path = record.raw_file(Path(lake_root), table)
-    assert path is not None, f"{as_of}'s record names no typed drop of {table}"
-    return path
+    return object_file(lake_root, "raw", table, as_of)
 
 
 @pytest.fixture(scope="session")

@@ -30,9 +30,8 @@ from psycopg import sql
 from pipeline.errors import DropError, DropErrors, PipelineError, RejectedRowsError
 from pipeline.lakefs import Lake
 from pipeline.publish import run_month
-from pipeline.runs import RunStore
 from pipeline.schema import PROJECT_ROOT, load_schema
-from tests.conftest import JAN, SEEDS, record_file, snapshot_file
+from tests.conftest import JAN, SEEDS, object_file, record_file, snapshot_file
 from tests.drops import (
     add_column,
     drop_column,
@@ -88,7 +87,7 @@ class Published:
     def lake(self, table: str, user_id: str, column: str, kind: str = "snapshots") -> object:
         rows = duckdb.execute(
             f"SELECT {column} FROM read_parquet(?, hive_partitioning = false) WHERE user_id = ?",
-            [str(RunStore(self.lake_root).get(JAN).object_file(self.lake_root, kind, table)), user_id],  # type: ignore[union-attr]
+            [str(object_file(self.lake_root, kind, table, JAN)), user_id],
         ).fetchall()
         assert len(rows) == 1, (table, user_id, rows)
         return rows[0][0]

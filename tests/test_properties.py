@@ -42,6 +42,7 @@ from pipeline.lakefs import Lake, month_objects
 from pipeline.publish import run_month
 from pipeline.runs import RunRecord, RunStore
 from pipeline.schema import Column, Table, load_schema
+from tests.conftest import object_file
 
 SCHEMA = load_schema()
 ROOT = SCHEMA.root
@@ -306,7 +307,7 @@ def write_drop(drop: Drop, folder: Path) -> Path:
 
 
 def lake_rows(lake_root: Path, kind: str, table: Table, as_of: date) -> Rows:
-    path = RunStore(lake_root).get(as_of).object_file(lake_root, kind, table.name)  # type: ignore[union-attr]
+    path = object_file(lake_root, kind, table.name, as_of)
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
     rows = duckdb.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false)", [str(path)]).fetchall()
     return {r[0]: tuple(r[1:]) for r in rows}
