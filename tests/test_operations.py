@@ -3,12 +3,16 @@ and months run through a real central scheduler (luigid)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +25,16 @@ from pipeline.generate import generate_drops
 from pipeline.publish import run_month
 from pipeline.runs import RunStore
 from pipeline.schema import load_schema
-from tests.conftest import FEB, JAN, PROJECT_ROOT, SEED_MONTHS, luigi_bin, record_file, snapshot_file
+from tests.conftest import (
+    FEB,
+    JAN,
+    PROJECT_ROOT,
+    SEED_MONTHS,
+    luigi_bin,
+    record_file,
+    snapshot_file,
+    start_luigi,
+)
 from tests.drops import edit_rows, seed_copy, set_value
 
 SCHEMA = load_schema()
@@ -213,25 +226,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_root):
+@contextlib.contextmanager
+def luigid(tmp_path: Path, scheduler: str = "") -> Iterator[int]:
+    """A real central scheduler on a free port of 127.0.0.1 for the block; yields the port.
+    ``scheduler``: lines of its [scheduler] section."""
     port = _free_port()
+    config = tmp_path / "luigid.cfg"
+    config.write_text(f"[scheduler]\n{scheduler}\n")
     state, logs = tmp_path / "luigid-state", tmp_path / "luigid-logs"
     state.mkdir()
     logs.mkdir()
-    luigid = Path(luigi_bin()).with_name("luigid")
     server = subprocess.Popen(
-        [
-            str(luigid),
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--state-path",
-            str(state / "state.pickle"),
-            "--logdir",
-            str(logs),
-        ],
+        [str(Path(luigi_bin()).with_name("luigid")), "--address", "127.0.0.1", "--port", str(port)]
+        + ["--state-path", str(state / "state.pickle"), "--logdir", str(logs)],
         cwd=tmp_path,
+        env={**os.environ, "LUIGI_CONFIG_PATH": str(config)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -241,6 +250,33 @@ def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _luigid_api(port: int, method: str, **data: object) -> dict:
+    query = urllib.parse.quote(json.dumps(data))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{method}?data={query}", timeout=10) as reply:
+        return json.loads(reply.read())["response"] or {}
+
+
+def _until_luigid_forgot_dead_workers(port: int, timeout: float = 60) -> None:
+    """Until luigid has taken the tasks of a killed worker back (RUNNING → FAILED after
+    worker_disconnect_delay, → PENDING after retry_delay); its own pruning runs once a minute."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _luigid_api(port, "prune")
+        held = [_luigid_api(port, "task_list", status=s, upstream_status="", search="") for s in ("RUNNING", "FAILED")]
+        if not any(held):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"luigid still holds tasks of a dead worker after {timeout} s: {held}")
+
+
+def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_root):
+    with luigid(tmp_path) as port:
         config = tmp_path / "central.cfg"
         config.write_text((PROJECT_ROOT / "luigi-central.cfg").read_text())
         result = run_luigi(
@@ -264,6 +300,73 @@ def test_month_through_a_real_luigid_with_two_workers(run_luigi, tmp_path, lake_
         families = sorted({task["name"] for task in done.values()})
         assert families == ["MergeTable", "Month", "StageTable"]  # the central scheduler ran them all
         assert sum(task["name"] == "Month" for task in done.values()) == 2
-    finally:
-        server.terminate()
-        server.wait(10)
+
+
+def test_a_backfill_shared_by_two_worker_processes_survives_one_killed_and_publishes_each_month_once(
+    tmp_path: Path, lake_root: Path, pipeline_env: dict[str, str], pg, pg_schema: str
+):  # issue #19.4: luigid hands the tasks of three months to two processes, each with its own scratch folder
+    drops = generate_drops(tmp_path / "drops", users=3000, months=3, seed=11)
+    config = tmp_path / "central.cfg"
+    config.write_text(
+        (PROJECT_ROOT / "luigi-central.cfg").read_text() + "\n[months]\n" + "".join(f"{d} = {p}\n" for d, p in drops)
+    )
+    months = [d for d, _ in drops]
+
+    def workers(port: int, phase: str, **failpoint: str) -> list[subprocess.CompletedProcess]:
+        started = []
+        for name in ("a", "b"):
+            scratch = tmp_path / f"scratch-{name}"  # each worker machine's own TMPDIR
+            scratch.mkdir(exist_ok=True)
+            env = {**pipeline_env, "LUIGI_CONFIG_PATH": str(config), "TMPDIR": str(scratch)}
+            if name == "a":
+                env.update(failpoint)
+            args = ["Backfill", "--start", str(months[0]), "--end", str(months[-1])]
+            args += ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(port)]
+            args += ["--lock-pid-dir", str(tmp_path / f"locks-{name}-{phase}")]  # as on two machines
+            started.append(start_luigi(*args, env=env))
+        outputs = [w.communicate(timeout=600) for w in started]
+        return [
+            subprocess.CompletedProcess(w.args, w.returncode, o, e) for w, (o, e) in zip(started, outputs, strict=True)
+        ]
+
+    def published_runs() -> dict[date, str]:
+        if pg.execute("SELECT to_regclass(%s)", [f"{pg_schema}.pipeline_runs"]).fetchone()[0] is None:
+            return {}  # no month was ever published into the schema
+        rows = pg.execute(
+            sql.SQL("SELECT as_of, run_id FROM {} WHERE status = 'published'").format(
+                sql.Identifier(pg_schema, "pipeline_runs")
+            )
+        ).fetchall()
+        return dict(rows)
+
+    # a worker gone silent is dead after 2 s, its task run again 1 s later (defaults: 60 s and 15 min)
+    with luigid(tmp_path, "worker_disconnect_delay = 2\nretry_delay = 1\nprune_on_get_work = true") as port:
+        killed, survivor = workers(port, "1", STREAMFLOW_FAILPOINT="merged")  # worker a dies at its first merge
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        store = RunStore(lake_root)
+        done = store.published_months()
+        assert done == months[: len(done)], "months publish in order"
+        assert len(done) < len(months), "the killed worker's month cannot have been published"
+        assert published_runs() == {d: store.get(d).run_id for d in done}, "nothing half-published"  # type: ignore[union-attr]
+
+        _until_luigid_forgot_dead_workers(port)  # what an operator waits for: about 60 s with the defaults
+        first, second = workers(port, "2")  # the same command again, on both machines
+        # a worker whose remaining tasks the other one runs ends with luigi.cfg's already_running (10: "being
+        # run by another worker") or not_run (25: "not granted run permission"); the other exits 0
+        codes = sorted([first.returncode, second.returncode])
+        assert codes[0] == 0 and codes[1] in (0, 10, 25), (codes, first.stderr[-2500:], second.stderr[-2500:])
+
+    store = RunStore(lake_root)
+    assert store.published_months() == months
+    assert [len(store.records(d)) for d in months] == [1, 1, 1], "each month published once"
+    records = [store.get(d) for d in months]
+    assert [r.previous_as_of for r in records] == [None, *months[:-1]]  # type: ignore[union-attr]
+    published_at = [r.published_at for r in records]  # type: ignore[union-attr]
+    assert published_at == sorted(published_at), "and in order"
+    assert published_runs() == {d: r.run_id for d, r in zip(months, records, strict=True)}  # type: ignore[union-attr]
+    ran = [
+        sum("running   StageTable" in line or "running   MergeTable" in line for line in w.stderr.splitlines())
+        for w in (killed, survivor, first, second)
+    ]
+    assert all(n > 0 for n in ran[:2]), f"luigid gave both workers steps to run: {ran}"
+    assert not list(tmp_path.glob("scratch-*/streamflow-*")), "the killed worker's scratch is swept"
