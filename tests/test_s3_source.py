@@ -10,6 +10,7 @@ anything is published, as a local file is.
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
 import time
 import uuid
@@ -23,8 +24,9 @@ import pytest
 from psycopg import sql
 
 from pipeline import drops
-from pipeline.errors import DropChangedError
+from pipeline.errors import DropChangedError, DropErrors
 from pipeline.month import plan_month, stage_one, verify_inputs
+from pipeline.publish import run_month
 from pipeline.runs import RunStore
 from pipeline.schema import PROJECT_ROOT, load_schema
 from tests.conftest import (
@@ -38,6 +40,7 @@ from tests.conftest import (
     record_file,
     snapshot_file,
 )
+from tests.drops import drop_column, seed_copy, set_value
 from tests.test_month_lake import tree_state
 
 TABLES = load_schema().table_names
@@ -196,7 +199,9 @@ def test_a_prefix_with_no_drop_under_it_is_refused_naming_it(
 def test_an_endpoint_that_does_not_answer_is_one_line_saying_what_to_check(
     run_luigi, s3_server: S3Server, lake_root: Path, pg: psycopg.Connection, pg_schema: str
 ):
-    closed = "http://127.0.0.1:9"  # the discard port: nothing listens on it here
+    with socket.socket() as free:  # a port nothing listens on once it is closed
+        free.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{free.getsockname()[1]}"
     env = {**s3_server.env, "AWS_ENDPOINT_URL": closed}
     result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", "s3://drops/2024-01", env=env)
     assert result.returncode != 0
@@ -259,3 +264,30 @@ def test_a_uri_with_credentials_is_refused_and_luigi_never_shows_them(
     assert f"s3://…@{bucket_and_key}: the URI holds credentials" in result.stderr, result.stderr[-3000:]
     assert secret not in result.stdout + result.stderr  # nor in Luigi's task names, summary or tracebacks
     assert nothing_published(lake_root, pg, pg_schema, JAN)
+
+
+def test_bad_files_in_an_s3_drop_are_explained_as_local_ones_naming_their_uri(
+    settings, s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The standard of docs/bad-input.md: file, line, column, reason, what to do; the file is the object's
+    URI, never the scratch copy staging read."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    drop = seed_copy(tmp_path / "drop")
+    set_value(drop, "labels", 9, "churn_label", "maybe")
+    drop_column(drop / "users.csv", "user_gender")
+    uri = s3_server.upload(drop, f"s3://{new_bucket()}/drops/2024-01")
+    with pytest.raises(DropErrors) as refused:
+        run_month(settings, JAN, uri)
+    said = str(refused.value)
+    assert f"{uri}/users.csv: line 1: missing column(s): user_gender" in said
+    assert f"{uri}/labels.csv: 1 of 7000 rows rejected (any reject fails the month):" in said
+    assert 'labels.csv, line 11, column churn_label: "maybe" is not a boolean' in said
+    assert "Fix the export and run the month again" in said
+    assert "streamflow-drop-" not in said  # no scratch path
+    rejects = duckdb.execute(
+        'SELECT line, "column" FROM read_parquet(?)',
+        [str(settings.lake_root / "rejects/labels/as_of=2024-01-31/rejects.parquet")],
+    ).fetchall()
+    assert rejects == [(11, "churn_label")]
+    assert RunStore(settings.lake_root).get(JAN) is None
