@@ -136,6 +136,11 @@ def filesystem_options(env: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
+def describe_region(env: Mapping[str, str]) -> str:
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    return f"AWS_REGION={region}" if region else "the AWS SDK's default region"
+
+
 def describe(env: Mapping[str, str]) -> str:
     """Where requests go, for messages: the endpoint, or AWS S3 (never a credential)."""
     endpoint = endpoint_url(env)
@@ -250,6 +255,11 @@ def _said(uri: S3Uri, text: str) -> PipelineError:
         return ObjectStoreError(
             f"{uri}: the object storage endpoint {where} does not answer; check AWS_ENDPOINT_URL and that the "
             f"server is running (docker compose up -d minio for the local one); nothing was published"
+        )
+    if "HTTP status 301" in text or "PermanentRedirect" in text:
+        return ObjectStoreError(
+            f"{uri}: bucket '{uri.bucket}' is in another region than {describe_region(os.environ)}; set AWS_REGION "
+            f"to the bucket's region"
         )
     if "NO_SUCH_BUCKET" in text:
         return DropError(

@@ -153,10 +153,16 @@ def test_describe_names_the_endpoint_or_aws_never_a_credential():
             "When listing objects under key 'x/' in bucket 'drops': AWS Error NO_SUCH_BUCKET during ListObjectsV2",
             "bucket 'drops' does not exist",
         ),
+        (
+            "When getting information for key 'x/users.csv' in bucket 'drops': AWS Error UNKNOWN (HTTP status 301) "
+            "during HeadObject operation: No response body.",
+            "is in another region than AWS_REGION=eu-west-1; set AWS_REGION to the bucket's region",
+        ),
     ],
 )
 def test_pyarrows_errors_are_said_in_one_line_with_what_to_do(error: str, says: str, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
     said = objectstore._said(S3Uri("drops", "x/users.csv"), error)
     assert str(said).startswith("s3://drops/x/users.csv: ") and says in str(said)
     assert "\n" not in str(said)
