@@ -291,3 +291,30 @@ def test_bad_files_in_an_s3_drop_are_explained_as_local_ones_naming_their_uri(
     ).fetchall()
     assert rejects == [(11, "churn_label")]
     assert RunStore(settings.lake_root).get(JAN) is None
+
+
+def test_a_correction_from_s3_recomputes_the_later_month_which_keeps_its_uri(
+    run_luigi, s3_server: S3Server, lake_root: Path, tmp_path: Path
+):
+    """A correction (--replace) of January from another prefix rebuilds February from its typed drop in the
+    lake: February's new record still names its drop by its URI (never a Path, which makes it 's3:/…')."""
+    bucket = new_bucket()
+    uris = {d: s3_server.upload(SEED_MONTHS[d], f"s3://{bucket}/drops/{d:%Y-%m}") for d in (JAN, FEB)}
+    for as_of in (JAN, FEB):
+        result = run_luigi("Month", "--as-of", as_of.isoformat(), "--source", uris[as_of], env=s3_server.env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    corrected = seed_copy(tmp_path / "jan", "month_000")
+    user = set_value(corrected, "users", 0, "user_gender", "Male")  # was Female
+    fixed = s3_server.upload(corrected, f"s3://{bucket}/corrected/2024-01")
+    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", fixed, "--replace", env=s3_server.env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = RunStore(lake_root)
+    jan, feb = store.get(JAN), store.get(FEB)
+    assert jan is not None and jan.source == fixed and jan.replaced
+    assert feb is not None and feb.source == uris[FEB] and feb.replaced  # recomputed on the correction
+    gender = duckdb.execute(
+        "SELECT user_gender FROM read_parquet(?) WHERE user_id = ?", [str(snapshot_file(lake_root, "users", JAN)), user]
+    ).fetchone()
+    assert gender == ("Male",)
+    again = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", fixed, env=s3_server.env)
+    assert again.returncode == 0 and "1 complete ones were encountered" in again.stderr, again.stderr[-3000:]
