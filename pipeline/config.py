@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline import objectstore
+from pipeline.errors import ConfigError, DropError
 
 PIPELINE_SECTION = "pipeline"
 MONTHS_SECTION = "months"
@@ -243,7 +244,7 @@ class Settings:
     """The defaults here are those of :data:`SETTINGS` (a unit test keeps the two equal)."""
 
     lake_root: Path = Path("lake")
-    months: dict[date, Path] = field(default_factory=dict)  # as_of -> configured drop folder
+    months: dict[date, Path | str] = field(default_factory=dict)  # as_of -> drop folder, or s3:// URI (a str)
     max_reject_ratio: float = 0.0  # share of a file's rows that may be rejected; 0 = any reject fails
     volume_change_ratio: float = 0.5  # a drop whose row count moves more than this vs the previous drop fails
     max_delete_ratio: float = 0.10  # --full-dump may delete at most this share of users unless confirmed
@@ -307,6 +308,19 @@ def _read_pipeline_section(config: configparser.RawConfigParser) -> dict[str, ob
     return values
 
 
+def _drop(config: configparser.RawConfigParser, key: str) -> Path | str:
+    """A [months] value: a local folder, or an s3:// URI, kept as text (a Path would make ``s3://b/x``
+    ``s3:/b/x``) and checked now, so a typo in it is found before any month runs."""
+    text = config.get(MONTHS_SECTION, key).strip()
+    if not objectstore.is_uri(text):
+        return Path(text)
+    try:
+        objectstore.parse(text)
+    except DropError as error:
+        raise ConfigError(f"{_source(config, MONTHS_SECTION, key)} [{MONTHS_SECTION}] {key}: {error}") from None
+    return text
+
+
 def _check_lake_root(lake_root: Path, where: str) -> None:
     """The lake is a folder (made on first use): a path to a file, or under one, is a typo (issue #15.3)."""
     for path in (lake_root, *lake_root.parents):
@@ -331,12 +345,12 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
         env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
     config = luigi.configuration.get_config()
     values = _read_pipeline_section(config)
-    months: dict[date, Path] = {}
+    months: dict[date, Path | str] = {}
     if config.has_section(MONTHS_SECTION):
         for key in config.options(MONTHS_SECTION):
             if key in config.defaults():
                 continue
-            months[_parse_date(key, f"luigi.cfg [{MONTHS_SECTION}]")] = Path(config.get(MONTHS_SECTION, key))
+            months[_parse_date(key, f"luigi.cfg [{MONTHS_SECTION}]")] = _drop(config, key)
     configured_root = values.pop("lake_root", Settings.lake_root)
     lake_root = Path(env.get("LAKE_ROOT") or str(configured_root))
     _check_lake_root(lake_root, "LAKE_ROOT" if env.get("LAKE_ROOT") else f"luigi.cfg [{PIPELINE_SECTION}] lake_root")

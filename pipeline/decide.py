@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from pipeline import drops
 from pipeline.errors import ConfigError
 
 # A drop may arrive a little before its as_of (time zones, a month closed early): this many days ahead
@@ -56,7 +57,7 @@ def decide(
     replace: bool = False,
     as_dependency: bool = False,
     later: Iterable[date] = (),
-    source: Path | str | None = None,
+    source: drops.Drop | Path | str | None = None,
     stale: Iterable[date] = (),
     configured: bool = False,
     corrected_from: Path | str | None = None,
@@ -91,7 +92,7 @@ def decide(
         and configured
         and not replace
         and corrected_from
-        and Path(corrected_from).resolve() != Path(str(source)).resolve()
+        and not drops.same_place(str(corrected_from), str(source))
     ):
         notice = (
             f"month {as_of} is published from the correction in {corrected_from} (its run record says so); "

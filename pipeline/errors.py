@@ -35,6 +35,11 @@ class PostgresUnavailableError(PipelineError):
     """PostgreSQL could not be reached or refused the login."""
 
 
+class ObjectStoreError(PipelineError):
+    """S3-compatible object storage is not described by the environment, does not answer, or refused the
+    credentials."""
+
+
 class LockBusyError(PipelineError):
     """A month's lock is held by another run, and the caller asked not to wait for it."""
 

@@ -11,7 +11,6 @@ never mistaken for a fresh one, and a rerun picks up where a crash left.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import shutil
 from collections.abc import Mapping
@@ -19,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import duck, evolve, lakefs, runs
+from pipeline import drops, duck, evolve, lakefs, runs
 from pipeline.concurrency import run_all
 from pipeline.config import Settings
 from pipeline.decide import Decision, check_as_of, decide
+from pipeline.drops import Drop, FileIdentity
 from pipeline.errors import (
     ConfigError,
     DropChangedError,
@@ -34,30 +34,9 @@ from pipeline.failpoints import failpoint
 from pipeline.merge import MergeResult, merge_table
 from pipeline.pg.locks import month_lock
 from pipeline.schema import Schema, load_schema
-from pipeline.stage import StageResult, sha256_of, stage_table
+from pipeline.stage import StageResult, stage_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    """A drop file as it was when the run started: every work path of the month derives from this, so a
-    file touched or rewritten mid-run never sends a later step to another folder (issue #20 case 1)."""
-
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> FileIdentity | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return cls(st.st_size, st.st_mtime_ns)
-
-    def key(self, path: Path) -> str:
-        """The work folder name of this file: its path, size and modification time, hashed."""
-        return hashlib.sha1(f"{path.resolve()}|{self.size}|{self.mtime_ns}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -67,21 +46,23 @@ class MonthPlan:
 
     lake: lakefs.Lake
     as_of: date
-    source: Path
+    source: Drop  # a local folder or an S3 prefix (pipeline.drops)
     previous: date | None
     full_dump: bool = False
     from_raw: bool = False  # recomputing a published month from its typed drop in the lake (a correction)
     configured: bool = False  # the drop folder is luigi.cfg [months]'s, not given with --source
     files: Mapping[str, FileIdentity | None] = field(default_factory=dict, compare=False, hash=False)
 
-    def source_file(self, table: str) -> Path:
-        return self.source / f"{table}.csv"
+    def source_file(self, table: str) -> str:
+        """The drop file of ``table``, as messages name it (a path, or an s3:// URI)."""
+        return self.source.file(f"{table}.csv")
 
     def source_key(self, table: str) -> str:
         if self.from_raw:
             return "from-raw"
-        identity = self.files.get(table) if table in self.files else FileIdentity.of(self.source_file(table))
-        return "missing" if identity is None else identity.key(self.source_file(table))
+        name = f"{table}.csv"
+        identity = self.files.get(table) if table in self.files else self.source.identity(name)
+        return "missing" if identity is None else identity.key(self.source.where(name))
 
     def stage_dir(self, table: str) -> Path:
         return self.lake.work(self.as_of) / "stage" / table / self.source_key(table)
@@ -105,11 +86,12 @@ def previous_as_of(settings: Settings, as_of: date) -> date | None:
     return max(earlier) if earlier else None
 
 
-def resolve_source(settings: Settings, as_of: date, source: str | Path | None) -> Path:
+def resolve_source(settings: Settings, as_of: date, source: str | Path | None) -> Drop:
+    """The month's drop: ``source`` (a folder, or an s3:// URI) when given, else luigi.cfg [months]'s."""
     if source:
-        return Path(source)
+        return drops.at(source)
     if as_of in settings.months:
-        return settings.months[as_of]
+        return drops.at(settings.months[as_of])
     configured = ", ".join(d.isoformat() for d in settings.months) or "none"
     raise ConfigError(
         f"no drop folder for as_of {as_of}: pass --source DIR, or add '{as_of} = DIR' to the [months] "
@@ -136,7 +118,7 @@ def plan_month(
         previous=previous_as_of(settings, as_of),
         full_dump=full_dump,
         configured=not source,
-        files={t: FileIdentity.of(folder / f"{t}.csv") for t in tables},
+        files={t: folder.identity(f"{t}.csv") for t in tables},
     )
 
 
@@ -188,13 +170,14 @@ def verify_inputs(plan: MonthPlan, schema: Schema | None = None) -> None:
     if plan.from_raw:
         return
     for table in (schema or load_schema()).table_names:
-        path, recorded = plan.source_file(table), plan.files.get(table)
-        now = FileIdentity.of(path)
+        name, path, recorded = f"{table}.csv", plan.source_file(table), plan.files.get(table)
+        now = plan.source.identity(name)
         if now is not None and now == recorded:
             continue
         result = plan.stage_dir(table) / "result.json"
         staged = StageResult.from_json(result.read_text()).source if result.is_file() else None
-        if now is not None and staged is not None and now.size == staged.size and sha256_of(path) == staged.sha256:
+        same_size = now is not None and staged is not None and now.size == staged.size
+        if staged is not None and same_size and plan.source.sha256(name) == staged.sha256:
             continue  # touched, same bytes
         was = f"{recorded.size} bytes, modified {_mtime(recorded.mtime_ns)}" if recorded else "missing"
         is_ = f"{now.size} bytes, modified {_mtime(now.mtime_ns)}" if now else "missing"
@@ -217,7 +200,7 @@ def published_leftovers(lake: lakefs.Lake, as_of: date, record: runs.RunRecord) 
         return []
     found = []
     for table, f in record.files.items():
-        key = FileIdentity(f.size, f.mtime_ns or 0).key(Path(record.source or "") / f.name)
+        key = FileIdentity(f.size, f.mtime_ns or 0).key(drops.at(record.source or "").where(f.name))
         found += [p for p in [work / "stage" / table / key] if p.exists()]
         found += sorted((work / "merge" / table).glob(f"{key}-*"))
     return found
@@ -256,6 +239,7 @@ def stage_one(settings: Settings, plan: MonthPlan, table_name: str, schema: Sche
             plan.lake.rejects(table_name, plan.as_of),
             settings.max_reject_ratio,
             sort_by_key=plan.previous is None,  # the first month's snapshot is the typed drop itself
+            settings=settings,  # an object's copy goes to the run's scratch folder
         )
     lakefs.mark_complete(out / "result.json", result.to_json())
     failpoint("staged")
@@ -361,14 +345,13 @@ def changed_sources(
     changed = {}
     for table in (schema or load_schema()).table_names:
         before = published.files[table]
-        path = plan.source_file(table)
-        if not path.is_file():
+        name = f"{table}.csv"
+        identity = plan.source.identity(name)
+        if identity is None:
             changed[table] = (before.sha256, "missing")
-            continue
-        stat = path.stat()
-        if stat.st_size != before.size:
+        elif identity.size != before.size:
             changed[table] = (before.sha256, "size differs")
-        elif stat.st_mtime_ns != before.mtime_ns and (now := sha256_of(path)) != before.sha256:
+        elif identity.mtime_ns != before.mtime_ns and (now := plan.source.sha256(name)) != before.sha256:
             changed[table] = (before.sha256, now)
     return changed
 

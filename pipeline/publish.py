@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import drift, duck, lakefs, quality, runs, scratch
+from pipeline import drift, drops, duck, lakefs, quality, runs, scratch
 from pipeline.config import Settings
 from pipeline.decide import Action
 from pipeline.errors import DeletionLimitError, LakeStateError, PipelineError, PublishedMonthError
@@ -203,7 +203,7 @@ def _publish_locked(settings: Settings, plan: MonthPlan, options: PublishOptions
                 timings["checks_after_staging"] = round(time.perf_counter() - t0, 3)
                 record = runs.RunRecord.build(
                     as_of=plan.as_of,
-                    source=plan.source,
+                    source=str(plan.source),
                     full_dump=plan.full_dump,
                     previous_as_of=plan.previous,
                     run_id=run_id,
@@ -422,7 +422,7 @@ def recompute_later_months(
         plan = MonthPlan(
             lake=lake,
             as_of=as_of,
-            source=Path(record.source or ""),
+            source=drops.at(record.source or ""),  # a folder, or an s3:// URI (never a Path)
             previous=previous_as_of(settings, as_of),
             full_dump=record.full_dump,
             from_raw=True,

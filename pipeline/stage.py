@@ -23,9 +23,11 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline import lakefs
+from pipeline import drops, lakefs
+from pipeline.config import Settings
+from pipeline.drops import Drop, sha256_of
 from pipeline.duck import PARQUET_OPTIONS, literal, quote
-from pipeline.errors import DropError, RejectedRowsError
+from pipeline.errors import DropChangedError, DropError, RejectedRowsError
 from pipeline.schema import Column, Table
 from pipeline.types import key_bad, key_why_bad
 
@@ -98,34 +100,29 @@ class StageResult:
 # --- the drop folder -------------------------------------------------------------------------
 
 
-def check_drop_folder(drop_dir: Path) -> None:
-    """Refuse a drop folder that is not there (one message for the month, not one per table)."""
-    if not drop_dir.is_dir():
-        raise DropError(
-            f"{drop_dir}: drop folder does not exist; pass --source DIR or map the as_of to a folder in "
-            f"luigi.cfg [months]"
-        )
+def check_drop_folder(drop: Drop | Path) -> None:
+    """Refuse a drop folder (or S3 prefix) that is not there (one message for the month, not one per table)."""
+    drops.at(drop).check()
 
 
-def drop_file(drop_dir: Path, table: Table) -> Path:
-    """The file of ``table`` in a drop folder, checked: present, a regular file, inside the folder."""
-    check_drop_folder(drop_dir)
-    path = drop_dir / f"{table.name}.csv"
-    if not path.exists() and not path.is_symlink():
-        present = sorted(p.name for p in drop_dir.glob("*.csv"))
+def drop_file(drop: Drop | Path, table: Table) -> str:
+    """The file of ``table`` in a drop, checked: present, a regular file (inside the folder), not empty.
+    Returns the file as messages name it: its path, or its s3:// URI."""
+    drop = drops.at(drop)
+    drop.check()
+    name = f"{table.name}.csv"
+    shown = drop.file(name)
+    if not drop.present(name):
         raise DropError(
-            f"{path}: missing file; a drop needs {table.name}.csv (found: {', '.join(present) or 'no CSV files'})"
+            f"{shown}: missing file; a drop needs {name} (found: {', '.join(drop.names()) or 'no CSV files'})"
         )
-    resolved = path.resolve()
-    if not resolved.is_relative_to(drop_dir.resolve()):
-        raise DropError(
-            f"{path}: is a link to {resolved}, outside the drop folder; copy the file into the drop instead"
-        )
-    if not resolved.is_file():
-        raise DropError(f"{path}: not a regular file")
-    if resolved.stat().st_size == 0:
-        raise DropError(f"{path}: file is empty (0 bytes), not even a header line; {HOW_TO_FIX_FILE}")
-    return path
+    drop.check_file(name)
+    identity = drop.identity(name)
+    if identity is None:
+        raise DropError(f"{shown}: not a regular file")
+    if identity.size == 0:
+        raise DropError(f"{shown}: file is empty (0 bytes), not even a header line; {HOW_TO_FIX_FILE}")
+    return shown
 
 
 def fingerprint(path: Path) -> str:
@@ -137,17 +134,11 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_header(path: Path, table: Table) -> list[str]:
+def read_header(path: Path, table: Table, shown: str | None = None) -> list[str]:
     """The header's column names, checked against the schema: every required column present, no
-    unknown and no duplicated name. Returns the names in file order."""
+    unknown and no duplicated name. Returns the names in file order. ``shown``: the file as messages
+    name it (default: ``path``)."""
+    shown = shown or str(path)
     with path.open("rb") as f:
         first = f.readline(MAX_LINE_BYTES)
     # A header never holds a quoted line break, so it ends at the first CR or LF (files with old
@@ -157,7 +148,7 @@ def read_header(path: Path, table: Table) -> list[str]:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DropError(
-            f"{path}: line 1: header is not UTF-8 (byte {e.start + 1}); re-export the file as UTF-8"
+            f"{shown}: line 1: header is not UTF-8 (byte {e.start + 1}); re-export the file as UTF-8"
         ) from None
     names = [n.strip() for n in next(csv.reader([text]), [])]
     expected = table.column_names
@@ -165,12 +156,12 @@ def read_header(path: Path, table: Table) -> list[str]:
         for delimiter in (";", "\t", "|"):
             if delimiter in names[0]:
                 raise DropError(
-                    f"{path}: line 1: the header is one column split by {delimiter!r}; files must be "
+                    f"{shown}: line 1: the header is one column split by {delimiter!r}; files must be "
                     f"comma-delimited; re-export with ',' as the delimiter"
                 )
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise DropError(f"{path}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}")
+        raise DropError(f"{shown}: line 1: column(s) named more than once: {', '.join(duplicated)}; {HOW_TO_FIX_FILE}")
     unknown = [n if n else "'' (an empty name: a trailing comma?)" for n in names if n not in expected]
     missing = [n for n in table.required_columns if n not in names]
     problems = []
@@ -180,7 +171,7 @@ def read_header(path: Path, table: Table) -> list[str]:
         problems.append(f"unknown column(s): {', '.join(unknown)}")
     if problems:
         raise DropError(
-            f"{path}: line 1: {'; '.join(problems)}. {table.name} has columns {', '.join(expected)} "
+            f"{shown}: line 1: {'; '.join(problems)}. {table.name} has columns {', '.join(expected)} "
             f"(declared in sql/schema.sql); {HOW_TO_FIX_FILE}"
         )
     return names
@@ -225,22 +216,43 @@ def _read_csv_sql(path: Path, header: list[str], rejects_table: str, rejects_sca
 def stage_table(
     con: duckdb.DuckDBPyConnection,
     table: Table,
-    drop_dir: Path,
+    drop: Drop | Path,
     as_of: date,
     out_file: Path,
     rejects_dir: Path,
     max_reject_ratio: float = 0.0,
     sort_by_key: bool = False,
+    settings: Settings | None = None,
 ) -> StageResult:
-    """Read ``<drop_dir>/<table>.csv``, write its valid rows, typed, to ``out_file`` (Parquet, zstd), in
-    key order if ``sort_by_key`` (a first month's snapshot is then this very file).
+    """Read ``<table>.csv`` of the drop (a local folder, or an S3 prefix whose file is first copied into a
+    scratch folder under ``settings``' scratch_dir), write its valid rows, typed, to ``out_file`` (Parquet,
+    zstd), in key order if ``sort_by_key`` (a first month's snapshot is then this very file).
 
     Raises :class:`DropError` for a file that cannot be read at all and :class:`RejectedRowsError`
     when the share of rejected rows exceeds ``max_reject_ratio``; the rejects are written either way.
+    Every message names the file as the drop does (its path, or its s3:// URI), never a scratch copy.
     """
-    started = time.perf_counter()
-    path = drop_file(drop_dir, table)
-    header = read_header(path, table)
+    started = time.perf_counter()  # the copy of an object is part of its staging time
+    drop = drops.at(drop)
+    shown = drop_file(drop, table)
+    with drop.local_copy(f"{table.name}.csv", settings) as path:
+        return _stage_file(con, table, drop, path, shown, out_file, rejects_dir, max_reject_ratio, sort_by_key, started)
+
+
+def _stage_file(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    drop: Drop,
+    path: Path,
+    shown: str,
+    out_file: Path,
+    rejects_dir: Path,
+    max_reject_ratio: float,
+    sort_by_key: bool,
+    started: float,
+) -> StageResult:
+    """:func:`stage_table` of the local file ``path``, named ``shown`` in messages."""
+    header = read_header(path, table, shown)
     missing = [c.name for c in table.columns if c.name not in header]
     name = table.name
     raw, rej_errors, rej_scans = f"typed_{name}", f"rejects_{name}", f"reject_scans_{name}"
@@ -256,7 +268,8 @@ def stage_table(
             f"FROM {_read_csv_sql(path, header, rej_errors, rej_scans)}"
         )
     except duckdb.Error as e:
-        raise DropError(f"{path}: DuckDB could not read the file: {_first_line(e)}; {HOW_TO_FIX_FILE}") from None
+        said = _first_line(e).replace(str(path), shown)  # DuckDB names the file it read: a copy, for S3
+        raise DropError(f"{shown}: DuckDB could not read the file: {said}; {HOW_TO_FIX_FILE}") from None
     key = quote(table.key)
     parsed, bad_rows, duplicate_rows = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE _bad), "
@@ -266,7 +279,7 @@ def stage_table(
     (structural,) = con.execute(f"SELECT count(DISTINCT line) FROM {rej_errors}").fetchone() or (0,)
     total = parsed + structural
     if total == 0:
-        raise DropError(f"{path}: the file has a header but no data rows; {HOW_TO_FIX_FILE}")
+        raise DropError(f"{shown}: the file has a header but no data rows; {HOW_TO_FIX_FILE}")
     rejected_rows = bad_rows + duplicate_rows + structural
     rejects: list[Reject] = []
     if rejected_rows:
@@ -276,19 +289,24 @@ def stage_table(
         ratio = rejected_rows / total
         if ratio > max_reject_ratio:
             raise RejectedRowsError(
-                _rejects_message(path, rejects, rejected_rows, total, rejects_dir, max_reject_ratio)
+                _rejects_message(shown, path.name, rejects, rejected_rows, total, rejects_dir, max_reject_ratio)
             )
         log.warning(
             "%s: %d of %d rows rejected (allowed up to %.1f%%), see %s",
-            path,
+            shown,
             rejected_rows,
             total,
             100 * max_reject_ratio,
             rejects_dir,
         )
-    stat = path.stat()
+    identity = drop.identity(path.name)  # as read: what the run record keeps, with the bytes' sha256
+    if identity is None:
+        raise DropChangedError(
+            f"{shown}: removed while it was being staged; nothing was published. Run the month again once the "
+            f"drop is complete."
+        )
     source = SourceFile(
-        name=path.name, size=stat.st_size, sha256=sha256_of(path), rows=total, mtime_ns=stat.st_mtime_ns
+        name=path.name, size=identity.size, sha256=sha256_of(path), rows=total, mtime_ns=identity.mtime_ns
     )
     columns = ", ".join(quote(c) for c in table.column_names)
     keep = "NOT _bad"
@@ -466,17 +484,17 @@ def _write_rejects(con: duckdb.DuckDBPyConnection, rejects: list[Reject], reject
 
 
 def _rejects_message(
-    path: Path, rejects: list[Reject], rows: int, total: int, rejects_dir: Path, max_ratio: float
+    shown: str, file_name: str, rejects: list[Reject], rows: int, total: int, rejects_dir: Path, max_ratio: float
 ) -> str:
     listed = "\n".join(
-        f"  {path.name}, line {r.line}{f', column {r.column}' if r.column else ''}: {r.reason}\n"
+        f"  {file_name}, line {r.line}{f', column {r.column}' if r.column else ''}: {r.reason}\n"
         f"      raw: {r.raw[:200]!r}"
         for r in rejects[:MAX_LISTED_REJECTS]
     )
     more = f"\n  … and {len(rejects) - MAX_LISTED_REJECTS} more" if len(rejects) > MAX_LISTED_REJECTS else ""
     allowed = "any reject fails the month" if max_ratio == 0 else f"at most {100 * max_ratio:g}% may be rejected"
     return (
-        f"{path}: {rows} of {total} rows rejected ({allowed}):\n{listed}{more}\n"
+        f"{shown}: {rows} of {total} rows rejected ({allowed}):\n{listed}{more}\n"
         f"All rejects: {rejects_dir / 'rejects.parquet'}. Fix the export and run the month again "
         f"(or raise [pipeline] max_reject_ratio in luigi.cfg to accept a share of bad rows)."
     )

@@ -1,6 +1,6 @@
 """Luigi tasks: parameters, requires, output, and one call into :mod:`pipeline.month`.
 
-    luigi --module pipeline Month --as-of 2024-02-29 [--source DIR] [--workers 2]
+    luigi --module pipeline Month --as-of 2024-02-29 [--source DIR|s3://bucket/prefix] [--workers 2]
 
 Month(D) requires MergeTable(D, t) for every table; MergeTable requires StageTable(D, t) and the
 previous Month (the latest earlier as_of configured in luigi.cfg or published in the lake), so on a
@@ -19,7 +19,7 @@ from typing import Any
 
 import luigi
 
-from pipeline import lakefs
+from pipeline import lakefs, objectstore
 from pipeline import month as months
 from pipeline.config import Settings, load_settings
 from pipeline.decide import Action, Decision
@@ -149,6 +149,15 @@ class AsOfParameter(luigi.DateParameter):
             ) from None
 
 
+class DropParameter(luigi.Parameter):
+    """--source: a drop folder or an s3:// URI. A URI that holds credentials (s3://KEY:SECRET@bucket/…) is
+    refused when the month is planned (:func:`pipeline.objectstore.parse`); Luigi, which names its tasks
+    by their parameters in every log line and its summary, shows it without them."""
+
+    def serialize(self, x: object) -> str:
+        return objectstore.without_credentials(str(x))
+
+
 class _PipelineTask(luigi.Task):
     """What every task of the pipeline shares: its settings, read once per task instance (luigi.cfg,
     .env) when Luigi first asks, and a PipelineError reported as its message, not a traceback."""
@@ -169,7 +178,9 @@ class _PipelineTask(luigi.Task):
 
 class _MonthParams(_PipelineTask):
     as_of = AsOfParameter(description="the month's as_of date (its last day), e.g. 2024-01-31")
-    source = luigi.Parameter(default="", description="the drop folder; default: luigi.cfg [months]")
+    source = DropParameter(
+        default="", description="the drop folder, or s3://bucket/prefix; default: luigi.cfg [months]"
+    )
     full_dump = luigi.BoolParameter(description="the drop is complete: ids absent from it are deleted")
 
     # The plan is read once per task instance (the manifests, each drop file's identity), when Luigi
@@ -281,7 +292,7 @@ class Month(_MonthParams):
     def requires(self) -> list[luigi.Task]:
         if not self.month_decision().runs:
             return []  # published, refused, or only later months to recompute: run() does it
-        if not self.plan().source.is_dir():
+        if not self.plan().source.exists():
             return []  # run() says so once, rather than each table's stage step
         return [
             MergeTable(as_of=self.as_of, source=self.source, full_dump=self.full_dump, table=t)

@@ -4,10 +4,12 @@ published two-month lake per session for the tests that only read it.
 PostgreSQL comes from POSTGRES_DSN when set (the session creates a fresh database there and drops it
 at the end), otherwise from an embedded pgserver started for the session. Never mocked, never skipped.
 Tests are isolated from a developer's own settings: every subprocess gets an explicit environment.
+Object storage (the S3 drop tests) is moto's S3 server, started once per session on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -121,8 +123,9 @@ def settings(lake_root: Path, pg_dsn: str, pg_schema: str) -> Settings:
 
 def pipeline_environment(lake_root: Path, dsn: str, schema: str, **extra: str) -> dict[str, str]:
     """The environment of a pipeline subprocess: this lake, database and schema, none of the caller's
-    own pipeline settings (POSTGRES_*, LAKE_ROOT, LUIGI_CONFIG_PATH, failpoints)."""
-    own = ("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG", "STREAMFLOW_")
+    own pipeline settings (POSTGRES_*, LAKE_ROOT, LUIGI_CONFIG_PATH, failpoints) nor AWS_* (an S3 test
+    passes moto's in ``extra``)."""
+    own = ("POSTGRES_", "LAKE_ROOT", "LUIGI_CONFIG", "STREAMFLOW_", "AWS_")
     keep = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     return {
         **keep,
@@ -174,6 +177,93 @@ def run_luigi(pipeline_env: dict[str, str], tmp_path: Path):
         )
 
     return run
+
+
+# --- S3-compatible object storage: moto's server ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3 API on 127.0.0.1 (moto's server: real HTTP requests, signed and answered as S3 answers them,
+    the objects kept in memory) and the environment a pipeline subprocess reads it with. The credentials
+    are fake and made for the session, so a test can look for them where they must never be."""
+
+    endpoint: str
+    env: dict[str, str]
+
+    @property
+    def secret(self) -> str:
+        return self.env["AWS_SECRET_ACCESS_KEY"]
+
+    def client(self):  # noqa: ANN201 - a boto3 S3 client (boto3 comes with moto[server])
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.secret,
+            region_name=self.env["AWS_REGION"],
+        )
+
+    @contextmanager
+    def checking_credentials(self) -> Iterator[None]:
+        """moto accepts any key unless told to check them (its server's reset-auth): for the block, a key
+        it does not know is refused, as S3 refuses it."""
+        import urllib.request
+
+        def checked_after(requests: str) -> None:
+            request = urllib.request.Request(
+                f"{self.endpoint}/moto-api/reset-auth",
+                data=requests.encode(),
+                method="POST",
+                headers={"Content-Type": "text/plain"},  # else werkzeug takes the body for a form
+            )
+            urllib.request.urlopen(request, timeout=10).close()
+
+        checked_after("0")
+        try:
+            yield
+        finally:
+            checked_after("inf")
+
+    def upload(self, folder: Path, uri: str, skip: tuple[str, ...] = ()) -> str:
+        """Every CSV file of ``folder`` put under ``uri`` (``s3://bucket/prefix``, the bucket made if need
+        be), except the names in ``skip``. Returns the URI."""
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        client = self.client()
+        if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=bucket)
+        for path in sorted(folder.glob("*.csv")):
+            if path.name not in skip:
+                client.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())
+        return uri
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server for the session, on 127.0.0.1 and a free port (moto[server], a dev dependency)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request in the test output
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": f"AKIATEST{uuid.uuid4().hex[:12].upper()}",
+        "AWS_SECRET_ACCESS_KEY": f"test-secret-{uuid.uuid4().hex}",
+        "AWS_REGION": "us-east-1",
+        # nothing of the developer's own AWS configuration is read
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    try:
+        yield S3Server(endpoint, env)
+    finally:
+        server.stop()
 
 
 def copy_drop(src: Path, dest: Path) -> Path:

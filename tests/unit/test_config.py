@@ -107,6 +107,21 @@ def test_postgres_parts_make_one_dsn_and_none_means_the_embedded_server():
 # --- refused ------------------------------------------------------------------------------------
 
 
+def test_a_month_from_s3_keeps_its_uri_as_text():
+    luigi_cfg("[months]\n2024-03-31 = s3://drops/2024-03\n2024-02-29 = drops/feb\n")
+    assert load_settings({}).months == {date(2024, 2, 29): Path("drops/feb"), date(2024, 3, 31): "s3://drops/2024-03"}
+
+
+def test_a_month_from_s3_with_credentials_in_its_uri_is_refused_without_repeating_them():
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    luigi_cfg(f"[months]\n2024-03-31 = s3://AKIAEXAMPLE:{secret}@drops/2024-03\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings({})
+    said = str(refused.value)
+    assert said.startswith("luigi.cfg [months] 2024-03-31: s3://…@drops/2024-03: the URI holds credentials")
+    assert secret not in said and "AKIAEXAMPLE" not in said
+
+
 def test_an_unknown_key_is_refused_naming_it_and_the_known_ones():
     luigi_cfg("[pipeline]\nmax_reject_ratio = 0\nmax_rejects = 5\n")
     with pytest.raises(ConfigError) as refused:
