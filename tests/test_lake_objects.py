@@ -4,11 +4,13 @@ an open reader keeps the old ones, and ``streamflow vacuum`` removes what no rea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -16,6 +18,7 @@ import pytest
 
 from pipeline import lake as lake_views
 from pipeline import lakefs
+from pipeline import vacuum as vacuum_module
 from pipeline.config import Settings
 from pipeline.pg.locks import month_lock_key
 from pipeline.publish import run_month
@@ -147,3 +150,45 @@ def test_the_months_next_run_sweeps_the_objects_of_a_run_that_never_published(po
     assert run_luigi("Month", "--as-of", JAN.isoformat()).returncode == 0
     published = RunStore(lake_root).get(JAN)
     assert published is not None and list(objects(lake_root, JAN)) == [published.run_id]
+
+
+def _as_an_old_lake(root: Path) -> None:
+    """Rewrite a lake the way the pipeline wrote it before issue #19: each month's one ``data.parquet``
+    per table and kind, and one ``manifest.json`` that names no objects."""
+    store, lake = RunStore(root), lakefs.Lake(root)
+    for as_of, record in store.published().items():
+        for table in record.objects:
+            for kind in lakefs.OBJECT_KINDS:
+                record.object_file(root, kind, table).rename(root / lake.legacy_object(kind, table, as_of))  # type: ignore[union-attr]
+        path = store.path(as_of)
+        lake.legacy_manifest(as_of).write_text(json.dumps({**record.to_json(), "objects": None}))
+        path.unlink()  # type: ignore[union-attr]
+
+
+def test_a_lake_written_before_issue_19_is_read_corrected_and_vacuumed_as_it_is(settings: Settings, tmp_path):
+    run_month(settings, JAN, SEED_MONTHS[JAN])
+    run_month(settings, FEB, SEED_MONTHS[FEB])
+    counts = (
+        "SELECT as_of, count(*), sum(CAST(monthly_fee AS DOUBLE)) FROM subscriptions_snapshots GROUP BY 1 ORDER BY 1"
+    )
+    before = lake_views.connect(settings.lake_root).execute(counts).fetchall()
+    _as_an_old_lake(settings.lake_root)
+    assert not any(r.objects for r in RunStore(settings.lake_root).published().values())
+    assert lake_views.connect(settings.lake_root).execute(counts).fetchall() == before, "read as it is"
+
+    corrected = seed_copy(tmp_path / "feb", "month_001")
+    user_id = set_value(corrected, "subscriptions", 0, "monthly_fee", "1.23")
+    run_month(settings, FEB, corrected, replace=True)  # merged on January's old-style snapshot
+    store = RunStore(settings.lake_root)
+    feb = store.get(FEB)
+    assert feb is not None and feb.objects and len(feb.replaced) == 1, "the old-style run is the replaced one"
+    fee = f"SELECT CAST(monthly_fee AS DOUBLE) FROM subscriptions WHERE user_id = '{user_id}'"
+    assert lake_views.connect(settings.lake_root).execute(fee).fetchone() == (1.23,)
+
+    removed, busy = vacuum_module.vacuum(settings, timedelta(0))
+    assert busy == [] and [(r.as_of, len(r.paths)) for r in removed] == [(FEB, 2 * len(SCHEMA.tables) + 1)]
+    assert not lakefs.Lake(settings.lake_root).legacy_manifest(FEB).exists()
+    assert lakefs.Lake(settings.lake_root).legacy_manifest(JAN).exists(), "January's only record stays"
+    assert objects(settings.lake_root, FEB) == {feb.run_id: 2 * len(SCHEMA.tables)}
+    after = lake_views.connect(settings.lake_root).execute(counts).fetchall()
+    assert after[0] == before[0] and after[1][:2] == before[1][:2], "January as it was, February corrected"
