@@ -20,6 +20,10 @@ names: an object left by a crashed or failed run is never visible. The views rea
 so they are as current as the moment :func:`connect` was called, and a correction published later
 does not change what an open connection reads (the replaced run's objects stay until
 ``streamflow vacuum`` removes them).
+
+The lake may be on S3-compatible storage (``connect("s3://bucket/prefix")``, or LAKE_ROOT): the run
+records are read there (:class:`pipeline.runs.S3RunRecords`) and each named object is registered on the
+connection as a pyarrow dataset (:mod:`pipeline.lakestore`), giving the same views as the lake on disk.
 """
 
 from __future__ import annotations

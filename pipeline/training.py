@@ -215,7 +215,7 @@ def _s3_reader(con: duckdb.DuckDBPyConnection, table: Table, uri: str) -> str:
     """An object of a lake on S3, registered on ``con`` as a pyarrow dataset (bench/RESULTS.md), read as
     the current contract; its as_of is taken from its key's as_of=… folder, as DuckDB's hive partitioning
     takes it from a local file's."""
-    name = f"{SOURCE_PREFIX}{table.name}_s3"
+    name = f"__s3_{table.name}"
     con.register(name, lakestore.dataset(objectstore.parse(uri)))
     described = con.execute(f"DESCRIBE SELECT * FROM {quote(name)}").fetchall()
     columns = {column: storage_type(kind) for column, kind, *_ in described}
