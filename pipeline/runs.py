@@ -10,7 +10,9 @@ read the same way. A failed attempt is recorded beside them, in ``attempts/<run_
 
 :class:`RunRecord` reads every manifest the pipeline ever wrote: a key it does not know is kept as it
 is (``extra``) and written back unchanged, and a key added later (``contract``) reads as None from an
-older manifest. :class:`RunStore` is the only code that reads or writes these files.
+older manifest. :class:`RunStore` is the only code that writes these files; it and :class:`S3RunRecords`
+(a lake on S3, read only) are the only code that lists and reads them, what they mean decided once in
+:class:`RunRecords`.
 """
 
 from __future__ import annotations
