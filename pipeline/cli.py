@@ -27,6 +27,7 @@ from typing import TextIO
 
 import duckdb
 
+from pipeline import lakestore
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError
 from pipeline.types import is_number_type
@@ -121,7 +122,14 @@ def run_sql(con: duckdb.DuckDBPyConnection, query: str, out: TextIO, fmt: str = 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings()
     if getattr(args, "lake", None):
-        settings = settings.with_(lake_root=Path(args.lake))
+        settings = settings.with_(lake_root=lakestore.parse_root(args.lake))
+    return settings
+
+
+def _writing(args: argparse.Namespace) -> Settings:
+    """The settings of a command that writes the lake: an s3:// lake is refused before anything is read."""
+    settings = _settings(args)
+    settings.lake_path  # noqa: B018 - refuses an s3:// lake (pipeline.lakestore.refusal)
     return settings
 
 
@@ -296,7 +304,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
             import readline  # noqa: F401 - line editing and history for input()
         months = con.execute("SELECT as_of FROM runs WHERE status = 'published' ORDER BY as_of").fetchall()
         shown = ", ".join(str(m[0]) for m in months) or "none yet"
-        print(f"streamflow shell over {Path(settings.lake_root).resolve()} (published months: {shown})")
+        where = settings.lake_root if isinstance(settings.lake_root, str) else settings.lake_root.resolve()
+        print(f"streamflow shell over {where} (published months: {shown})")
         print(SHELL_HELP)
     try:
         failures = shell(con, sys.stdin, sys.stdout, interactive)
@@ -309,7 +318,7 @@ def cmd_stop_embedded(args: argparse.Namespace) -> int:
     from pipeline.embedded import stop_embedded
 
     settings = _settings(args)
-    stopped = stop_embedded(settings.lake_root)
+    stopped = stop_embedded(settings.lake_path)
     print("stopped the embedded PostgreSQL" if stopped else f"no embedded PostgreSQL runs for {settings.lake_root}")
     return 0
 
@@ -324,7 +333,7 @@ def _as_of(text: str) -> date:
 def cmd_unpublish(args: argparse.Namespace) -> int:
     from pipeline import unpublish
 
-    settings = _settings(args)
+    settings = _writing(args)
     plan = unpublish.plan_unpublish(settings, args.as_of)
     if not args.yes:
         if not sys.stdin.isatty():
@@ -346,7 +355,7 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 
     from pipeline import vacuum
 
-    settings = _settings(args)
+    settings = _writing(args)
     removals, busy = vacuum.vacuum(settings, timedelta(days=args.retain_days), dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for r in removals:
@@ -371,7 +380,7 @@ def cmd_feast_repo(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pipeline.report import write_reports
 
-    settings = _settings(args)
+    settings = _writing(args)
     for page in write_reports(settings, args.as_of):
         print(page)
     return 0
@@ -391,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=description)
-        sub.add_argument("--lake", metavar="DIR", help="the lake root (default: LAKE_ROOT or luigi.cfg)")
+        sub.add_argument(
+            "--lake", metavar="DIR", help="the lake root, or s3://bucket/prefix (default: LAKE_ROOT or luigi.cfg)"
+        )
         return sub
 
     status = add(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
-from pipeline import objectstore
+from pipeline import lakestore, objectstore
 from pipeline.errors import ConfigError, DropError
 
 PIPELINE_SECTION = "pipeline"
@@ -243,7 +243,7 @@ class PostgresSettings:
 class Settings:
     """The defaults here are those of :data:`SETTINGS` (a unit test keeps the two equal)."""
 
-    lake_root: Path = Path("lake")
+    lake_root: lakestore.LakeRoot = Path("lake")  # a folder, or an s3:// URI (text) that only readers accept
     months: dict[date, Path | str] = field(default_factory=dict)  # as_of -> drop folder, or s3:// URI (a str)
     max_reject_ratio: float = 0.0  # share of a file's rows that may be rejected; 0 = any reject fails
     volume_change_ratio: float = 0.5  # a drop whose row count moves more than this vs the previous drop fails
@@ -256,6 +256,11 @@ class Settings:
     drift_warn_psi: float = 0.1  # a feature drifting more than this (PSI) is a warn-level check
     drift_fail_psi: float | None = None  # a feature drifting more than this refuses the month; None: never
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
+
+    @property
+    def lake_path(self) -> Path:
+        """The lake's folder, for code that writes the lake: an s3:// lake is refused (issue #19)."""
+        return lakestore.local_root(self.lake_root)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -352,8 +357,13 @@ def load_settings(env: dict[str, str] | os._Environ | None = None) -> Settings:
                 continue
             months[_parse_date(key, f"luigi.cfg [{MONTHS_SECTION}]")] = _drop(config, key)
     configured_root = values.pop("lake_root", Settings.lake_root)
-    lake_root = Path(env.get("LAKE_ROOT") or str(configured_root))
-    _check_lake_root(lake_root, "LAKE_ROOT" if env.get("LAKE_ROOT") else f"luigi.cfg [{PIPELINE_SECTION}] lake_root")
+    where = "LAKE_ROOT" if env.get("LAKE_ROOT") else f"luigi.cfg [{PIPELINE_SECTION}] lake_root"
+    try:
+        lake_root = lakestore.parse_root(env.get("LAKE_ROOT") or str(configured_root))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if isinstance(lake_root, Path):
+        _check_lake_root(lake_root, where)
     schema = str(values.pop("postgres_schema", PostgresSettings.schema))
     return Settings(
         lake_root=lake_root,

@@ -148,7 +148,12 @@ def conformed_select(table: Table, path: Path, extra: str = "", reader: str | No
     """``SELECT <the table's columns> FROM <the file>``: a column the file lacks (added later) reads as
     NULL, a column stored narrower (widened later) is cast to the current type. ``extra``: more select
     items (e.g. ``, as_of``); ``reader``: how to read the file (default ``read_parquet(path)``)."""
-    columns = file_columns(path)
+    return f"SELECT {conformed_items(table, file_columns(path))}{extra} FROM {reader or read_parquet(path)}"
+
+
+def conformed_items(table: Table, columns: dict[str, str]) -> str:
+    """The select list that reads data stored with ``columns`` (column -> :func:`storage_type`) as the
+    table's current contract: a column it lacks as NULL, a narrower one cast; the others as they are."""
     items = []
     for c in table.columns:
         if c.name not in columns:
@@ -157,7 +162,7 @@ def conformed_select(table: Table, path: Path, extra: str = "", reader: str | No
             items.append(f"CAST({quote(c.name)} AS {c.duckdb_type}) AS {quote(c.name)}")
         else:
             items.append(quote(c.name))
-    return f"SELECT {', '.join(items)}{extra} FROM {reader or read_parquet(path)}"
+    return ", ".join(items)
 
 
 def conformed(table: Table, path: Path) -> str:

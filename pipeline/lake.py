@@ -20,6 +20,10 @@ names: an object left by a crashed or failed run is never visible. The views rea
 so they are as current as the moment :func:`connect` was called, and a correction published later
 does not change what an open connection reads (the replaced run's objects stay until
 ``streamflow vacuum`` removes them).
+
+The lake may be on S3-compatible storage (``connect("s3://bucket/prefix")``, or LAKE_ROOT): the run
+records are read there (:class:`pipeline.runs.S3RunRecords`) and each named object is registered on the
+connection as a pyarrow dataset (:mod:`pipeline.lakestore`), giving the same views as the lake on disk.
 """
 
 from __future__ import annotations
@@ -31,26 +35,27 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import duck, lakefs
+from pipeline import duck, lakefs, lakestore
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import LakeStateError
-from pipeline.evolve import conformed_select, conforms
-from pipeline.runs import MonthRecord, RunStore
+from pipeline.evolve import conformed_items, conformed_select, conforms, storage_type
+from pipeline.runs import MonthRecord, run_records
 from pipeline.schema import Schema, Table, load_schema
 
 SNAPSHOTS_SUFFIX = "_snapshots"
 HISTORY_SUFFIX = "_history"
 RUNS_VIEW = "runs"
 AS_OF = "as_of"
+S3_RELATION = "__streamflow_s3_"  # the prefix of the pyarrow datasets an S3 lake's views read
 
 
 # --- what the lake holds ------------------------------------------------------------------------
 
 
-def published_months(lake_root: Path) -> list[date]:
+def published_months(lake_root: lakestore.LakeRoot) -> list[date]:
     """The published months of a lake, oldest first."""
-    return RunStore(Path(lake_root)).published_months()
+    return run_records(lake_root).published_months()
 
 
 # --- the connection -----------------------------------------------------------------------------
@@ -60,13 +65,17 @@ def connect(lake_root: str | Path | None = None, settings: Settings | None = Non
     """An in-memory DuckDB connection with the lake's views (see the module docstring).
 
     The lake root is ``lake_root``, else ``settings.lake_root``, else the configured one (luigi.cfg,
-    LAKE_ROOT). A lake with no published month yet gives views that exist and are empty.
+    LAKE_ROOT): a folder, or an ``s3://bucket/prefix`` (read through pyarrow's S3FileSystem, the endpoint
+    and credentials from the AWS environment). A lake with no published month yet gives views that exist
+    and are empty.
     """
     if settings is None:
-        settings = Settings(lake_root=Path(lake_root)) if lake_root is not None else load_settings()
-    root = Path(lake_root if lake_root is not None else settings.lake_root).resolve()
+        settings = Settings(lake_root=lakestore.parse_root(lake_root)) if lake_root is not None else load_settings()
+    root = lakestore.parse_root(lake_root) if lake_root is not None else settings.lake_root
+    if isinstance(root, Path):
+        root = root.resolve()
     settings = settings.with_(lake_root=root)
-    con = duck.connect(settings) if root.is_dir() else duckdb.connect(":memory:")
+    con = duck.connect(settings) if isinstance(root, str) or root.is_dir() else duckdb.connect(":memory:")
     try:
         create_views(con, root)
     except BaseException:
@@ -75,28 +84,32 @@ def connect(lake_root: str | Path | None = None, settings: Settings | None = Non
     return con
 
 
-def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema | None = None) -> list[date]:
+def create_views(
+    con: duckdb.DuckDBPyConnection, lake_root: lakestore.LakeRoot, schema: Schema | None = None
+) -> list[date]:
     """Create (or replace) every view on ``con``; returns the published months they read."""
     schema = schema or load_schema()
-    lake = lakefs.Lake(Path(lake_root))
-    records = RunStore(lake).months()
+    uri = lakestore.s3_uri(lake_root)
+    objects = _LocalObjects(Path(lake_root)) if uri is None else _S3Objects(lakestore.S3Lake(uri), con)
+    records = run_records(lake_root).months()
     months = sorted(d for d, m in records.items() if m.published)
     for table in schema.tables:
-        named = {d: records[d].record.snapshot_file(lake.root, table.name) for d in months}
+        named = {d: records[d].record.object_key(lakefs.SNAPSHOTS, table.name) for d in months}
         # a table the contract gained later has no snapshot in the months before it: empty there
+        present = {d: key for d, key in named.items() if key is not None and objects.exists(key)}
         missing = [
-            str(f or f"{table.name} (not named by run {records[d].run_id})")
-            for d, f in named.items()
-            if (f is None or not f.exists()) and _had(records[d], table)
+            objects.where(key) if key else f"{table.name} (not named by run {records[d].run_id})"
+            for d, key in named.items()
+            if d not in present and _had(records[d], table)
         ]
-        files = [f for f in named.values() if f is not None and f.exists()]
         if missing:
             raise LakeStateError(
                 f"{table.name}: a published month's snapshot is missing from the lake: {', '.join(missing)}. "
                 f"The lake was changed outside the pipeline; restore the file or run that month again "
                 f"with --replace."
             )
-        con.execute(f"CREATE OR REPLACE VIEW {quote(table.name + SNAPSHOTS_SUFFIX)} AS {_snapshots_sql(table, files)}")
+        snapshots = objects.snapshots_sql(table, present)
+        con.execute(f"CREATE OR REPLACE VIEW {quote(table.name + SNAPSHOTS_SUFFIX)} AS {snapshots}")
         latest = f"SELECT {_columns(table)} FROM {quote(table.name + SNAPSHOTS_SUFFIX)}"
         if months:
             latest += f" WHERE {quote(AS_OF)} = DATE {literal(months[-1].isoformat())}"
@@ -104,6 +117,52 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, schema: Schema
         con.execute(f"CREATE OR REPLACE VIEW {quote(table.name + HISTORY_SUFFIX)} AS {history_sql(table, months)}")
     _create_runs(con, records)
     return months
+
+
+class _LocalObjects:
+    """The snapshots of a lake on disk, read by DuckDB's read_parquet: the files of the current contract
+    in one scan, as_of from their folder's name."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = lakefs.Lake(root).root
+
+    def where(self, key: str) -> str:
+        return str(self.root / key)
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).exists()
+
+    def snapshots_sql(self, table: Table, objects: dict[date, str]) -> str:
+        return _snapshots_sql(table, [self.root / key for key in objects.values()])
+
+
+class _S3Objects:
+    """The snapshots of a lake on S3, each month's object registered on the connection as a pyarrow dataset
+    (measured faster than the alternatives, bench/RESULTS.md) and read as the current contract, with its
+    month's as_of."""
+
+    def __init__(self, lake: lakestore.S3Lake, con: duckdb.DuckDBPyConnection) -> None:
+        self.lake = lake
+        self.con = con
+
+    def where(self, key: str) -> str:
+        return str(self.lake.at(key))
+
+    def exists(self, key: str) -> bool:
+        return self.lake.exists(key)
+
+    def snapshots_sql(self, table: Table, objects: dict[date, str]) -> str:
+        if not objects:
+            return _empty_select(table, f", CAST(NULL AS DATE) AS {quote(AS_OF)}")
+        parts = []
+        for as_of, key in sorted(objects.items()):
+            name = f"{S3_RELATION}{table.name}_{as_of:%Y%m%d}"
+            self.con.register(name, self.lake.dataset(key))
+            described = self.con.execute(f"DESCRIBE SELECT * FROM {quote(name)}").fetchall()
+            columns = {column: storage_type(kind) for column, kind, *_ in described}
+            month = f"DATE {literal(as_of.isoformat())} AS {quote(AS_OF)}"
+            parts.append(f"SELECT {conformed_items(table, columns)}, {month} FROM {quote(name)}")
+        return " UNION ALL ".join(parts)
 
 
 def _columns(table: Table, alias: str | None = None) -> str:

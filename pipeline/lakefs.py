@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from pipeline.lakestore import LakeRoot, local_root
+
 TMP_PREFIX = ".tmp-"
 RAW = "raw"
 SNAPSHOTS = "snapshots"
@@ -44,10 +46,11 @@ def partition(as_of: date) -> str:
 
 
 class Lake:
-    """Paths inside a lake root."""
+    """Paths inside a lake root: a local folder. Every writer of the lake goes through it, so an s3:// root
+    is refused here, before anything is written (:func:`pipeline.lakestore.local_root`)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: LakeRoot) -> None:
+        self.root = local_root(root)
 
     def raw(self, table: str, as_of: date) -> Path:
         """The folder of a month's typed drops of ``table`` (one object per run)."""

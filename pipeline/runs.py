@@ -10,7 +10,9 @@ read the same way. A failed attempt is recorded beside them, in ``attempts/<run_
 
 :class:`RunRecord` reads every manifest the pipeline ever wrote: a key it does not know is kept as it
 is (``extra``) and written back unchanged, and a key added later (``contract``) reads as None from an
-older manifest. :class:`RunStore` is the only code that reads or writes these files.
+older manifest. :class:`RunStore` is the only code that writes these files; it and :class:`S3RunRecords`
+(a lake on S3, read only) are the only code that lists and reads them, what they mean decided once in
+:class:`RunRecords`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import duckdb
 
-from pipeline import lakefs
+from pipeline import lakefs, lakestore
 from pipeline.errors import LakeStateError
 from pipeline.schema import Schema, load_schema, parse_schema, schema_file
 
@@ -38,6 +40,8 @@ if TYPE_CHECKING:  # only for build()'s arguments; none of them imports this mod
     from pipeline.stage import StageResult
 
 ATTEMPTS = "attempts"
+RUNS = "runs"
+W = TypeVar("W", Path, str)  # where a record was read: a file, or an s3:// URI
 FULL_DUMP = "full-dump"
 UPSERT = "upsert"
 
@@ -348,10 +352,14 @@ class RunRecord:
         """The month's ``kind`` object (raw or snapshots) of ``table`` as this record names it, under lake
         ``root``; None when the record names none (the table was not in the month's contract). A record
         from before issue #19 names none: its month's one object (which may be missing) is returned."""
-        if not self.objects:
-            return Path(root) / lakefs.Lake(Path(root)).legacy_object(kind, table, self.as_of)
-        relative = self.objects.get(table, {}).get(kind)
+        relative = self.object_key(kind, table)
         return Path(root) / relative if relative else None
+
+    def object_key(self, kind: str, table: str) -> str | None:
+        """:meth:`object_file` relative to the lake's root (the key under an s3:// lake's prefix)."""
+        if not self.objects:
+            return lakefs.Lake(Path(".")).legacy_object(kind, table, self.as_of)
+        return self.objects.get(table, {}).get(kind) or None
 
     def snapshot_file(self, root: Path, table: str) -> Path | None:
         return self.object_file(root, lakefs.SNAPSHOTS, table)
@@ -493,11 +501,16 @@ class RunRecord:
 
     @classmethod
     def _parse(cls, path: Path) -> RunRecord:
+        return cls.parse(path.read_bytes(), path)
+
+    @classmethod
+    def parse(cls, data: bytes, where: Path | str) -> RunRecord:
+        """The record in ``data``, read from ``where`` (a file or an s3:// URI, for the message)."""
         try:
-            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+            return cls.from_json(json.loads(data.decode("utf-8")))
         except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
             raise LakeStateError(
-                f"{path} is not a run record the pipeline can read ({type(error).__name__}: {error}); it was "
+                f"{where} is not a run record the pipeline can read ({type(error).__name__}: {error}); it was "
                 f"edited or truncated by hand? Restore it from a backup (PostgreSQL's pipeline_runs "
                 f"holds the same run); nothing was run"
             ) from None
@@ -528,15 +541,96 @@ class MonthRecord:
         return sum(a.status == Status.FAILED for a in self.attempts)
 
 
-def _newest_last(item: tuple[Path, RunRecord]) -> tuple[bool, str, str]:
+def _newest_last(item: tuple[object, RunRecord]) -> tuple[bool, str, str]:
     """The order of a month's records: a published one after any other, then by when it was published."""
     record = item[1]
     return (record.published, _iso(record.published_at) or "", record.run_id or "")
 
 
-class RunStore:
-    """The run records of one lake: ``runs/as_of=D/<run_id>.json`` (``manifest.json`` in lakes written
-    before issue #19) and ``runs/as_of=D/attempts/*.json``."""
+def _oldest_first(attempts: list[RunRecord]) -> list[RunRecord]:
+    return sorted(attempts, key=lambda r: (_iso(r.recorded_at or r.started_at) or "", r.run_id or ""))
+
+
+def _month_folder(name: str) -> date | None:
+    """The month of a ``runs/as_of=D`` folder; None for any other name (e.g. a temporary one)."""
+    try:
+        return date.fromisoformat(name.removeprefix("as_of="))
+    except ValueError:
+        return None
+
+
+class RunRecords(Generic[W]):
+    """What a lake's run records say, wherever the lake is: the listing and reading of the records is
+    :class:`RunStore`'s (a local folder) or :class:`S3RunRecords`'s (an s3:// lake); what they mean is
+    decided here, once. ``W`` is where a record was read from: a Path, or an s3:// URI."""
+
+    def _month_list(self) -> list[date]:
+        """The months with a ``runs/as_of=D`` folder, oldest first."""
+        raise NotImplementedError
+
+    def _read_records(self, as_of: date) -> list[tuple[W, RunRecord]]:
+        """Every record of the month (not its attempts), each with where it was read, in any order."""
+        raise NotImplementedError
+
+    def attempts(self, as_of: date) -> list[RunRecord]:
+        """The month's recorded attempts, oldest first."""
+        raise NotImplementedError
+
+    def records(self, as_of: date) -> list[tuple[W, RunRecord]]:
+        """Every record of the month (not its attempts), each with its file, the month's own one last."""
+        return sorted(self._read_records(as_of), key=_newest_last)
+
+    def current(self, as_of: date) -> tuple[W, RunRecord] | None:
+        """The file and record of the run that published ``as_of``, or None when the month is not published."""
+        records = self.records(as_of)
+        return records[-1] if records and records[-1][1].published else None
+
+    def get(self, as_of: date) -> RunRecord | None:
+        """The record of the run that published ``as_of``, or None when the month is not published."""
+        current = self.current(as_of)
+        return current[1] if current else None
+
+    def path(self, as_of: date) -> W | None:
+        """The file of the record that publishes ``as_of``, or None when the month is not published."""
+        current = self.current(as_of)
+        return current[0] if current else None
+
+    def published(self) -> dict[date, RunRecord]:
+        """as_of -> the record of every month the lake has published, oldest first."""
+        months = {}
+        for as_of in self._month_list():
+            record = self.get(as_of)
+            if record is not None:
+                months[as_of] = record
+        return months
+
+    def known_runs(self, as_of: date) -> set[str]:
+        """Every run whose objects a record of the month names: the published one and those it replaced
+        (kept for readers until ``streamflow vacuum``). Objects of any other run are leftovers."""
+        return {r.run_id for _, r in self.records(as_of) if r.run_id}
+
+    def months(self) -> dict[date, MonthRecord]:
+        """as_of -> what the run records say about it, for every month with a record or an attempt."""
+        months = {}
+        for as_of in self._month_list():
+            attempts = self.attempts(as_of)
+            records = self.records(as_of)
+            if records:
+                record = records[-1][1]
+                months[as_of] = MonthRecord(as_of, record.status or "unknown", record, attempts)
+            elif attempts:
+                latest = attempts[-1]
+                months[as_of] = MonthRecord(as_of, latest.status or Status.FAILED, latest, attempts)
+        return months
+
+    def published_months(self) -> list[date]:
+        """The published months, oldest first."""
+        return sorted(d for d, m in self.months().items() if m.published)
+
+
+class RunStore(RunRecords[Path]):
+    """The run records of one lake on a local disk: ``runs/as_of=D/<run_id>.json`` (``manifest.json`` in
+    lakes written before issue #19) and ``runs/as_of=D/attempts/*.json``; the only code that writes them."""
 
     def __init__(self, lake: lakefs.Lake | Path) -> None:
         self.lake = lake if isinstance(lake, lakefs.Lake) else lakefs.Lake(Path(lake))
@@ -547,46 +641,21 @@ class RunStore:
     def _run_dirs(self) -> dict[date, Path]:
         dirs = {}
         for run_dir in sorted((self.lake.root / "runs").glob("as_of=*")):
-            try:
-                dirs[date.fromisoformat(run_dir.name.removeprefix("as_of="))] = run_dir
-            except ValueError:
-                continue  # not a month's folder (e.g. a temporary name)
+            as_of = _month_folder(run_dir.name)
+            if as_of is not None:
+                dirs[as_of] = run_dir
         return dirs
 
-    def records(self, as_of: date) -> list[tuple[Path, RunRecord]]:
-        """Every record of the month (not its attempts), each with its file, the month's own one last."""
+    def _month_list(self) -> list[date]:
+        return list(self._run_dirs())
+
+    def _read_records(self, as_of: date) -> list[tuple[Path, RunRecord]]:
         folder = self.lake.run_dir(as_of)
         files = [p for p in folder.glob("*.json") if not p.name.startswith(lakefs.TMP_PREFIX)]
-        return sorted(((p, RunRecord.read(p)) for p in files), key=_newest_last)
+        return [(p, RunRecord.read(p)) for p in files]
 
-    def current(self, as_of: date) -> tuple[Path, RunRecord] | None:
-        """The file and record of the run that published ``as_of``, or None when the month is not published."""
-        records = self.records(as_of)
-        return records[-1] if records and records[-1][1].published else None
-
-    def get(self, as_of: date) -> RunRecord | None:
-        """The record of the run that published ``as_of``, or None when the month is not published."""
-        current = self.current(as_of)
-        return current[1] if current else None
-
-    def path(self, as_of: date) -> Path | None:
-        """The file of the record that publishes ``as_of``, or None when the month is not published."""
-        current = self.current(as_of)
-        return current[0] if current else None
-
-    def published(self) -> dict[date, RunRecord]:
-        """as_of -> the record of every month the lake has published, oldest first."""
-        months = {}
-        for as_of in self._run_dirs():
-            record = self.get(as_of)
-            if record is not None:
-                months[as_of] = record
-        return months
-
-    def known_runs(self, as_of: date) -> set[str]:
-        """Every run whose objects a record of the month names: the published one and those it replaced
-        (kept for readers until ``streamflow vacuum``). Objects of any other run are leftovers."""
-        return {r.run_id for _, r in self.records(as_of) if r.run_id}
+    def attempts(self, as_of: date) -> list[RunRecord]:
+        return _oldest_first([RunRecord.read(p) for p in self.attempts_dir(as_of).glob("*.json")])
 
     def write(self, record: RunRecord) -> Path:
         """Create the record of a published run (the month is published once it exists). A run's record
@@ -603,25 +672,43 @@ class RunStore:
         lakefs.write_new(path, record.dumps())
         return path
 
+
+@functools.lru_cache(maxsize=1024)
+def _read_s3_version(lake: lakestore.S3Lake, relative: str, size: int, mtime_ns: int) -> RunRecord:
+    """A record on S3, parsed once per version (a record is created once and never replaced; size and
+    mtime come with the listing, so a cached record costs no request)."""
+    return RunRecord.parse(lake.read_bytes(relative), str(lake.at(relative)))
+
+
+class S3RunRecords(RunRecords[str]):
+    """The run records of a lake under an s3:// prefix, listed and read (never written: the month's
+    write path needs a local lake, :func:`pipeline.lakestore.local_root`)."""
+
+    def __init__(self, lake: lakestore.S3Lake) -> None:
+        self.lake = lake
+
+    def _month_list(self) -> list[date]:
+        months = (_month_folder(f.name) for f in self.lake.listing(RUNS) if not f.is_file)
+        return sorted(d for d in months if d is not None)
+
+    def _json_files(self, folder: str) -> list[tuple[str, RunRecord]]:
+        return [
+            (
+                str(self.lake.at(f"{folder}/{f.name}")),
+                _read_s3_version(self.lake, f"{folder}/{f.name}", f.size, f.mtime_ns),
+            )
+            for f in self.lake.listing(folder)
+            if f.is_file and f.name.endswith(".json") and not f.name.startswith(lakefs.TMP_PREFIX)
+        ]
+
+    def _read_records(self, as_of: date) -> list[tuple[str, RunRecord]]:
+        return self._json_files(f"{RUNS}/{lakefs.partition(as_of)}")
+
     def attempts(self, as_of: date) -> list[RunRecord]:
-        """The month's recorded attempts, oldest first."""
-        attempts = [RunRecord.read(p) for p in self.attempts_dir(as_of).glob("*.json")]
-        return sorted(attempts, key=lambda r: (_iso(r.recorded_at or r.started_at) or "", r.run_id or ""))
+        return _oldest_first([r for _, r in self._json_files(f"{RUNS}/{lakefs.partition(as_of)}/{ATTEMPTS}")])
 
-    def months(self) -> dict[date, MonthRecord]:
-        """as_of -> what the run records say about it, for every month with a record or an attempt."""
-        months = {}
-        for as_of in self._run_dirs():
-            attempts = self.attempts(as_of)
-            records = self.records(as_of)
-            if records:
-                record = records[-1][1]
-                months[as_of] = MonthRecord(as_of, record.status or "unknown", record, attempts)
-            elif attempts:
-                latest = attempts[-1]
-                months[as_of] = MonthRecord(as_of, latest.status or Status.FAILED, latest, attempts)
-        return months
 
-    def published_months(self) -> list[date]:
-        """The published months, oldest first."""
-        return sorted(d for d, m in self.months().items() if m.published)
+def run_records(root: lakestore.LakeRoot) -> RunRecords[Any]:
+    """The run records of the lake at ``root``: a local folder, or an s3:// URI."""
+    uri = lakestore.s3_uri(root)
+    return S3RunRecords(lakestore.S3Lake(uri)) if uri is not None else RunStore(Path(root))

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.embedded import data_dir, embedded_running
 from pipeline.errors import PostgresUnavailableError
+from pipeline.lakestore import LakeRoot, s3_uri
 from pipeline.pg import connect as pg
 from pipeline.pg.tables import published_runs
-from pipeline.runs import Contract, RunStore, Status
+from pipeline.runs import Contract, Status, run_records
 from pipeline.schema import load_schema
 
 
@@ -46,7 +46,7 @@ class MonthStatus:
 
 @dataclass
 class StatusReport:
-    lake_root: Path
+    lake_root: LakeRoot
     postgres: str  # host:port/db, never a password
     pg_schema: str
     months: list[MonthStatus]
@@ -69,13 +69,13 @@ class StatusReport:
         }
 
 
-def lake_side(lake_root: Path) -> dict[date, MonthStatus]:
+def lake_side(lake_root: LakeRoot) -> dict[date, MonthStatus]:
     """What the lake's run records say, one entry per month; ``contract_change`` says where the contract
     differs from the previous published month's."""
     root = load_schema().root.name
     months = {}
     previous: Contract | None = None  # the previous published month's (months come oldest first)
-    for as_of, month in RunStore(Path(lake_root)).months().items():
+    for as_of, month in run_records(lake_root).months().items():
         r = month.record
         months[as_of] = MonthStatus(
             as_of=as_of,
@@ -154,17 +154,24 @@ def status(settings: Settings) -> StatusReport:
     """The report; PostgreSQL being unavailable is part of it (``postgres_error``), not an exception."""
     months = lake_side(settings.lake_root)
     pg_schema = settings.postgres.schema
-    if not settings.postgres.dsn and not embedded_running(settings.lake_root):
-        # status only reads: it never starts the embedded server (issue #15.4)
-        report = StatusReport(Path(settings.lake_root), "embedded", pg_schema, [months[d] for d in sorted(months)])
+    if not settings.postgres.dsn and s3_uri(settings.lake_root) is not None:
+        report = StatusReport(settings.lake_root, "embedded", pg_schema, [months[d] for d in sorted(months)])
         report.postgres_error = (
-            f"the lake's embedded PostgreSQL ({data_dir(settings.lake_root)}) is not running (stopped with "
+            "a lake on object storage has no embedded PostgreSQL: set POSTGRES_DSN to the server its months were "
+            "published to; the lake side is shown"
+        )
+        return report
+    if not settings.postgres.dsn and not embedded_running(settings.lake_path):
+        # status only reads: it never starts the embedded server (issue #15.4)
+        report = StatusReport(settings.lake_path, "embedded", pg_schema, [months[d] for d in sorted(months)])
+        report.postgres_error = (
+            f"the lake's embedded PostgreSQL ({data_dir(settings.lake_path)}) is not running (stopped with "
             f"`streamflow stop-embedded`?); status does not start it. The next month run starts it "
             f"(luigi --module pipeline Month --as-of D), or set POSTGRES_DSN to a server; the lake side is shown"
         )
         return report
     dsn = pg.resolve_dsn(settings.postgres, settings.lake_root)
-    report = StatusReport(Path(settings.lake_root), pg.describe(dsn), pg_schema, [])
+    report = StatusReport(settings.lake_root, pg.describe(dsn), pg_schema, [])
     try:
         with pg.connect(dsn) as conn:
             runs = published_runs(conn, pg_schema)

@@ -160,14 +160,18 @@ class DropParameter(luigi.Parameter):
 
 class _PipelineTask(luigi.Task):
     """What every task of the pipeline shares: its settings, read once per task instance (luigi.cfg,
-    .env) when Luigi first asks, and a PipelineError reported as its message, not a traceback."""
+    .env) when Luigi first asks, and a PipelineError reported as its message, not a traceback. Every
+    task writes the lake, so an s3:// lake is refused when the settings are first read, before anything
+    is planned or written (issue #19: only reading works there yet)."""
 
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
         if self._settings is None:
             configure_logging()
-            self._settings = load_settings()
+            settings = load_settings()
+            settings.lake_path  # noqa: B018 - refuses an s3:// lake (pipeline.lakestore.refusal)
+            self._settings = settings
         return self._settings
 
     def on_failure(self, exception: BaseException) -> str:
@@ -347,7 +351,9 @@ class Backfill(luigi.WrapperTask):
     end = luigi.DateParameter()
 
     def requires(self) -> list[luigi.Task]:
-        configured = sorted(d for d in load_settings().months if self.start <= d <= self.end)
+        settings = load_settings()
+        settings.lake_path  # noqa: B018 - refuses an s3:// lake before any month is planned
+        configured = sorted(d for d in settings.months if self.start <= d <= self.end)
         if not configured:
             raise PipelineError(f"no month configured in luigi.cfg [months] between {self.start} and {self.end}")
         return [Month(as_of=d) for d in configured]
@@ -363,12 +369,12 @@ class Report(_PipelineTask):
     def output(self) -> luigi.LocalTarget:
         from pipeline.report import month_page
 
-        return luigi.LocalTarget(str(month_page(self.settings().lake_root, self.as_of)))
+        return luigi.LocalTarget(str(month_page(self.settings().lake_path, self.as_of)))
 
     def complete(self) -> bool:
         from pipeline.report import is_current
 
-        return is_current(self.settings().lake_root, self.as_of)
+        return is_current(self.settings().lake_path, self.as_of)
 
     def run(self) -> None:
         from pipeline.report import write_reports
@@ -407,7 +413,7 @@ class TrainingSet(_PipelineTask):
         from pipeline.training import output_dir
 
         return luigi.LocalTarget(
-            str(output_dir(self.settings().lake_root, self.as_of, self.label_as_of) / "metadata.json")
+            str(output_dir(self.settings().lake_path, self.as_of, self.label_as_of) / "metadata.json")
         )
 
     def complete(self) -> bool:
@@ -424,4 +430,4 @@ class TrainingSet(_PipelineTask):
         from pipeline.training import write_training_set
 
         settings = self.settings()
-        write_training_set(settings.lake_root, self.as_of, self.label_as_of, settings)
+        write_training_set(settings.lake_path, self.as_of, self.label_as_of, settings)

@@ -27,17 +27,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import duck, lakefs
+from pipeline import duck, lakefs, lakestore, objectstore
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import ConfigError, LakeStateError, PipelineError
-from pipeline.evolve import conformed_select, conforms, empty_select
+from pipeline.evolve import conformed_items, conformed_select, conforms, empty_select, storage_type
 from pipeline.lake import arrow
-from pipeline.runs import RunStore, versions
+from pipeline.lakestore import LakeRoot
+from pipeline.runs import run_records, versions
 from pipeline.schema import Schema, Table, load_schema
 
 LABEL_TABLE = "labels"  # its value columns are the labels; every other table's are features
@@ -57,12 +59,12 @@ class LeakageError(PipelineError):
 class TrainingSources:
     """The snapshot file each table is read from, and the month it must belong to."""
 
-    lake_root: Path
+    lake_root: LakeRoot
     as_of: date
     label_as_of: date
     # table -> snapshot data.parquet (the root table first, the label table last); None: the table is newer
     # in the contract than the month, which reads it as empty
-    files: dict[str, Path | None]
+    files: dict[str, Path | str | None]  # a file, or an s3:// URI (a lake on S3)
     run_ids: dict[str, str]  # as_of (ISO) -> run_id of the published month
 
     def expected(self, table: str) -> date:
@@ -79,7 +81,7 @@ def _date(value: date | str, name: str) -> date:
 
 
 def plan_sources(
-    lake_root: Path, as_of: date | str, label_as_of: date | str | None = None, schema: Schema | None = None
+    lake_root: LakeRoot, as_of: date | str, label_as_of: date | str | None = None, schema: Schema | None = None
 ) -> TrainingSources:
     """The files of a training set, after checking that D (and L) are published and L is after D."""
     schema = schema or load_schema()
@@ -92,7 +94,7 @@ def plan_sources(
         )
     if LABEL_TABLE not in schema.table_names:
         raise ConfigError(f"sql/schema.sql declares no {LABEL_TABLE!r} table to take the training label from")
-    published = RunStore(Path(lake_root)).published()
+    published = run_records(lake_root).published()
     for month, what in ((as_of, "as_of"), (label, "label_as_of")):
         if month not in published:
             shown = ", ".join(d.isoformat() for d in sorted(published)) or "none yet"
@@ -100,14 +102,13 @@ def plan_sources(
                 f"training set: {what} {month} is not a published month of the lake {lake_root} "
                 f"(published: {shown}); run it first: luigi --module pipeline Month --as-of {month}"
             )
-    lake = lakefs.Lake(Path(lake_root))
     tables = [
         schema.root.name,
         *(t for t in schema.table_names if t not in (schema.root.name, LABEL_TABLE)),
         LABEL_TABLE,
     ]
     sources = TrainingSources(
-        lake_root=Path(lake_root),
+        lake_root=lake_root,
         as_of=as_of,
         label_as_of=label,
         files={},
@@ -115,12 +116,13 @@ def plan_sources(
     )
     for table in tables:
         month = sources.expected(table)
-        path = published[month].snapshot_file(lake.root, table)
+        key = published[month].object_key(lakefs.SNAPSHOTS, table)
+        path = lakestore.locate(lake_root, key) if key else None
         contract = published[month].contract
-        if (path is None or not path.exists()) and contract is not None and table not in contract.columns:
+        if (path is None or not lakestore.exists(path)) and contract is not None and table not in contract.columns:
             sources.files[table] = None  # the table came into the contract after this month
             continue
-        if path is None or not path.exists():
+        if path is None or not lakestore.exists(path):
             named = path or f"its snapshot of {table} (its run record names none)"
             raise LakeStateError(f"training set: {named} is missing although {month} is published")
         sources.files[table] = path
@@ -148,17 +150,18 @@ def assemble(sources: TrainingSources, settings: Settings | None = None, schema:
     tables = list(sources.files)
     alias = {t: f"t{i}" for i, t in enumerate(tables)}
     selects, joins = [], []
-    for t in tables:
-        selects += [f"{alias[t]}.{quote(src)} AS {quote(out)}" for src, out in columns[t]]
-        reader = _reader(schema.table(t), sources.files[t])
-        if t == tables[0]:
-            joins.append(f"{reader} AS {alias[t]}")
-        else:
-            on = f"{alias[t]}.{quote(key)} = {alias[tables[0]]}.{quote(key)}"
-            joins.append(f"LEFT JOIN {reader} AS {alias[t]} ON {on}")
-    provenance = [f"{alias[t]}.as_of AS {quote(SOURCE_PREFIX + t)}" for t in tables]
-    query = f"SELECT {', '.join(selects + provenance)} FROM {' '.join(joins)} ORDER BY {alias[tables[0]]}.{quote(key)}"
     with duck.connect(settings or Settings(lake_root=sources.lake_root)) as con:
+        for t in tables:
+            selects += [f"{alias[t]}.{quote(src)} AS {quote(out)}" for src, out in columns[t]]
+            reader = _reader(con, schema.table(t), sources.files[t])
+            if t == tables[0]:
+                joins.append(f"{reader} AS {alias[t]}")
+            else:
+                on = f"{alias[t]}.{quote(key)} = {alias[tables[0]]}.{quote(key)}"
+                joins.append(f"LEFT JOIN {reader} AS {alias[t]} ON {on}")
+        provenance = [f"{alias[t]}.as_of AS {quote(SOURCE_PREFIX + t)}" for t in tables]
+        order = f"{alias[tables[0]]}.{quote(key)}"
+        query = f"SELECT {', '.join(selects + provenance)} FROM {' '.join(joins)} ORDER BY {order}"
         con.execute(f"CREATE TEMP TABLE training AS {query}")
         observed = {
             t: {
@@ -194,16 +197,31 @@ def assemble(sources: TrainingSources, settings: Settings | None = None, schema:
     return table
 
 
-def _reader(table: Table, path: Path | None) -> str:
+def _reader(con: duckdb.DuckDBPyConnection, table: Table, path: Path | str | None) -> str:
     """The snapshot of one table for the join, as the current contract (:mod:`pipeline.evolve`), with the
     as_of DuckDB reads from its as_of=… folder (the provenance the leakage check compares)."""
     as_of = ", as_of"
     if path is None:
         return f"({empty_select(table, ', CAST(NULL AS DATE) AS as_of')})"
+    if isinstance(path, str):
+        return _s3_reader(con, table, path)
     hive = f"read_parquet({literal(str(path))}, hive_partitioning = true, hive_types = {{'as_of': DATE}})"
     if conforms(table, path):
         return hive
     return f"({conformed_select(table, path, as_of, reader=hive)})"
+
+
+def _s3_reader(con: duckdb.DuckDBPyConnection, table: Table, uri: str) -> str:
+    """An object of a lake on S3, registered on ``con`` as a pyarrow dataset (bench/RESULTS.md), read as
+    the current contract; its as_of is taken from its key's as_of=… folder, as DuckDB's hive partitioning
+    takes it from a local file's."""
+    name = f"__s3_{table.name}"
+    con.register(name, lakestore.dataset(objectstore.parse(uri)))
+    described = con.execute(f"DESCRIBE SELECT * FROM {quote(name)}").fetchall()
+    columns = {column: storage_type(kind) for column, kind, *_ in described}
+    folder = next((p for p in uri.split("/") if p.startswith("as_of=")), "")
+    month = f"DATE {literal(folder.removeprefix('as_of='))} AS as_of" if folder else "CAST(NULL AS DATE) AS as_of"
+    return f"(SELECT {conformed_items(table, columns)}, {month} FROM {quote(name)})"
 
 
 def check_sources(sources: TrainingSources, observed: dict[str, set[date]]) -> None:
@@ -222,9 +240,9 @@ def check_sources(sources: TrainingSources, observed: dict[str, set[date]]) -> N
         )
 
 
-def _lake_root(lake_root: str | Path | None) -> tuple[Path, Settings]:
-    settings = load_settings() if lake_root is None else Settings(lake_root=Path(lake_root))
-    return Path(settings.lake_root), settings
+def _lake_root(lake_root: str | Path | None) -> tuple[LakeRoot, Settings]:
+    settings = load_settings() if lake_root is None else Settings(lake_root=lakestore.parse_root(lake_root))
+    return settings.lake_root, settings
 
 
 def training_set(
@@ -287,7 +305,9 @@ def write_training_set(
     label_as_of: date | str | None = None,
     settings: Settings | None = None,
 ) -> Path:
-    """Build the set and write data.parquet + metadata.json; returns the folder."""
+    """Build the set and write data.parquet + metadata.json; returns the folder (in a local lake only:
+    an s3:// lake is refused, :func:`pipeline.lakestore.local_root`; :func:`training_set` reads one)."""
+    lake_root = lakestore.local_root(lake_root)
     settings = settings or Settings(lake_root=Path(lake_root))
     sources = plan_sources(lake_root, as_of, label_as_of)
     table = assemble(sources, settings)
@@ -311,7 +331,7 @@ def write_training_set(
             t: {
                 "as_of": sources.expected(t).isoformat(),
                 "run_id": sources.run_ids[sources.expected(t).isoformat()],
-                "file": str(p.resolve().relative_to(root)) if p else None,  # None: not in that month's contract
+                "file": str(Path(p).resolve().relative_to(root)) if p else None,  # None: not in the month's contract
             }
             for t, p in sources.files.items()
         },

@@ -6,13 +6,13 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pipeline.config import PostgresSettings
 from pipeline.errors import PostgresUnavailableError, PublishError
+from pipeline.lakestore import LakeRoot, local_root
 
 APPLICATION_NAME = "streamflow-lake"
 # SQLSTATEs of a server that went away: connection exceptions, and the shutdowns an administrator or a
@@ -28,13 +28,13 @@ def describe(dsn: str) -> str:
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
 
 
-def resolve_dsn(settings: PostgresSettings, lake_root: Path) -> str:
-    """The configured server, else the embedded one (started on first use)."""
+def resolve_dsn(settings: PostgresSettings, lake_root: LakeRoot) -> str:
+    """The configured server, else the embedded one (started on first use, in a local lake only)."""
     if settings.dsn:
         return settings.dsn
     from pipeline.embedded import embedded_dsn
 
-    return embedded_dsn(lake_root)
+    return embedded_dsn(local_root(lake_root))
 
 
 @contextmanager

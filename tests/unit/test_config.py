@@ -221,3 +221,11 @@ def test_a_bad_drift_threshold_names_the_key_and_what_is_allowed():
         "luigi.cfg [pipeline] drift_fail_psi = never: must be off or a number greater than 0 "
         "(a population stability index, e.g. 0.25)"
     )
+
+
+def test_an_s3_lake_root_is_kept_as_its_uri_from_the_environment_or_luigi_cfg():
+    luigi_cfg("[pipeline]\nlake_root = s3://bucket/from-cfg/\n")
+    assert load_settings(env={}).lake_root == "s3://bucket/from-cfg"
+    assert load_settings(env={"LAKE_ROOT": "s3://bucket/from-env"}).lake_root == "s3://bucket/from-env"
+    with pytest.raises(ConfigError, match=r"^LAKE_ROOT: lake_root: s3://Bad: 'Bad' is not a bucket name"):
+        load_settings(env={"LAKE_ROOT": "s3://Bad"})
