@@ -154,18 +154,23 @@ def test_a_month_run_again_from_the_same_s3_drop_has_nothing_to_do(s3_lake: S3La
     assert tree_state(s3_lake.root) == before
 
 
+def refuses_jan(run_luigi, uri: str, env: dict[str, str], expected: str) -> None:  # noqa: ANN001
+    """``Month --as-of JAN --source uri`` fails (exit 30) with ``expected`` in its message, no traceback."""
+    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", uri, env=env)
+    assert result.returncode == EXIT_FAILED, result.stderr[-3000:]
+    assert expected in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_a_file_missing_from_the_s3_drop_is_refused_by_name_and_nothing_is_published(
     run_luigi, s3_server: S3Server, lake_root: Path, pg: psycopg.Connection, pg_schema: str
 ):
     uri = s3_server.upload(SEED_MONTHS[JAN], f"s3://{new_bucket()}/drops/2024-01", skip=("labels.csv",))
-    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", uri, env=s3_server.env)
-    assert result.returncode == EXIT_FAILED, result.stderr[-3000:]
     expected = (
         f"{uri}/labels.csv: missing file; a drop needs labels.csv (found: payments_agg_90d.csv, "
         f"subscriptions.csv, support_agg_90d.csv, usage_agg_30d.csv, users.csv)"
     )
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
+    refuses_jan(run_luigi, uri, s3_server.env, expected)
     assert nothing_published(lake_root, pg, pg_schema, JAN)
 
 
@@ -174,14 +179,11 @@ def test_a_bucket_that_does_not_exist_is_refused_in_one_line_and_nothing_is_publ
 ):
     bucket = f"no-such-{uuid.uuid4().hex[:8]}"
     uri = f"s3://{bucket}/drops/2024-01"
-    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", uri, env=s3_server.env)
-    assert result.returncode == EXIT_FAILED, result.stderr[-3000:]
     expected = (
         f"{uri}: bucket '{bucket}' does not exist at {s3_server.endpoint}; check the bucket in --source "
         f"(or luigi.cfg [months]) and AWS_ENDPOINT_URL"
     )
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
+    refuses_jan(run_luigi, uri, s3_server.env, expected)
     assert nothing_published(lake_root, pg, pg_schema, JAN)
 
 
@@ -190,9 +192,7 @@ def test_a_prefix_with_no_drop_under_it_is_refused_naming_it(
 ):
     uri = s3_server.upload(SEED_MONTHS[JAN], f"s3://{new_bucket()}/drops/2024-01")
     empty = uri.replace("2024-01", "2024-03")
-    result = run_luigi("Month", "--as-of", JAN.isoformat(), "--source", empty, env=s3_server.env)
-    assert result.returncode == EXIT_FAILED, result.stderr[-3000:]
-    assert f"{empty}: no drop there (no object under 'drops/2024-03/' in bucket" in result.stderr
+    refuses_jan(run_luigi, empty, s3_server.env, f"{empty}: no drop there (no object under 'drops/2024-03/' in bucket")
     assert nothing_published(lake_root, pg, pg_schema, JAN)
 
 
