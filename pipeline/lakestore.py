@@ -81,7 +81,7 @@ class S3Lake:
         from pyarrow import fs
 
         where = self.at(relative)
-        with objectstore.said(where):
+        with objectstore.said(where, objectstore.LAKE):
             found = objectstore.filesystem().get_file_info(fs.FileSelector(where.path, allow_not_found=True))
         listed = [
             Listed(f.base_name, f.type == fs.FileType.File, f.size or 0, f.mtime_ns or 0)
@@ -91,7 +91,7 @@ class S3Lake:
         return sorted(listed, key=lambda item: item.name)
 
     def read_bytes(self, relative: str) -> bytes:
-        with objectstore.reading(self.at(relative)) as stream:
+        with objectstore.reading(self.at(relative), objectstore.LAKE) as stream:
             return stream.read()
 
     def exists(self, relative: str) -> bool:
@@ -105,7 +105,7 @@ def dataset(uri: objectstore.S3Uri) -> ds.Dataset:
     """The Parquet object at ``uri`` as a pyarrow dataset, for DuckDB to scan (``con.register``)."""
     import pyarrow.dataset as ds
 
-    with objectstore.said(uri):
+    with objectstore.said(uri, objectstore.LAKE):
         return ds.dataset(uri.path, filesystem=objectstore.filesystem(), format="parquet")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from pipeline.errors import DropError, ObjectStoreError, PipelineError
+from pipeline.errors import DropError, LakeStateError, ObjectStoreError, PipelineError
 
 SCHEME = "s3"
 # S3's rule for bucket names (MinIO's too): 3-63 lowercase letters, digits, dots and hyphens.
@@ -209,9 +209,9 @@ def check_prefix(uri: S3Uri, what: str) -> None:
 
 
 @contextlib.contextmanager
-def reading(uri: S3Uri) -> Iterator[BinaryIO]:
+def reading(uri: S3Uri, use: Use | None = None) -> Iterator[BinaryIO]:
     """The object's bytes, as a stream."""
-    with said(uri), filesystem().open_input_stream(uri.path) as stream:
+    with said(uri, use), filesystem().open_input_stream(uri.path) as stream:
         yield stream
 
 
@@ -231,30 +231,52 @@ UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't resolve", "Could not 
 
 
 @contextlib.contextmanager
-def said(uri: S3Uri) -> Iterator[None]:
-    """Turn pyarrow's OSError about ``uri`` into one line: what went wrong and what to do."""
+def said(uri: S3Uri, use: Use | None = None) -> Iterator[None]:
+    """Turn pyarrow's OSError about ``uri`` into one line: what went wrong and what to do (``use``: what
+    the location is for, a drop by default)."""
+    use = use or DROP
     try:
         yield
     except FileNotFoundError:
-        raise DropError(
-            f"{uri}: no such object (removed meanwhile?); upload it again and run the month again"
-        ) from None
+        raise use.error(f"{uri}: no such object (removed meanwhile?); {use.missing}") from None
     except OSError as error:
-        raise _said(uri, str(error)) from None
+        raise _said(uri, str(error), use) from None
 
 
-def _said(uri: S3Uri, text: str) -> PipelineError:
+@dataclass(frozen=True)
+class Use:
+    """What an S3 location is for, so that a failure names the setting to fix and what it left undone."""
+
+    setting: str  # where the person gave the location
+    missing: str  # what to do about an object that is gone
+    outcome: str  # what the failure left
+    error: type[PipelineError]  # the error of a location that is not there
+
+
+DROP = Use(
+    "--source (or luigi.cfg [months])", "upload it again and run the month again", "nothing was published", DropError
+)
+LAKE = Use(
+    "LAKE_ROOT (or luigi.cfg [pipeline] lake_root)",
+    "a run record names it: put it back (or copy the lake to the bucket again, runs/ last)",
+    "nothing was read",
+    LakeStateError,
+)
+
+
+def _said(uri: S3Uri, text: str, use: Use | None = None) -> PipelineError:
+    use = use or DROP
     where = describe(os.environ)
     if any(code in text for code in REFUSED) or REFUSED_CODES.search(text):
         code = next((c for c in REFUSED if c in text), "ACCESS_DENIED")
         return ObjectStoreError(
             f"{uri}: {where} refused the credentials ({code}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            f"(or AWS_PROFILE) to a key that may list and read bucket '{uri.bucket}'; nothing was published"
+            f"(or AWS_PROFILE) to a key that may list and read bucket '{uri.bucket}'; {use.outcome}"
         )
     if any(sign in text for sign in UNREACHABLE):
         return ObjectStoreError(
             f"{uri}: the object storage endpoint {where} does not answer; check AWS_ENDPOINT_URL and that the "
-            f"server is running (docker compose up -d minio for the local one); nothing was published"
+            f"server is running (docker compose up -d minio for the local one); {use.outcome}"
         )
     if "HTTP status 301" in text or "PermanentRedirect" in text:
         return ObjectStoreError(
@@ -262,9 +284,9 @@ def _said(uri: S3Uri, text: str) -> PipelineError:
             f"to the bucket's region"
         )
     if "NO_SUCH_BUCKET" in text:
-        return DropError(
-            f"{uri}: bucket '{uri.bucket}' does not exist at {where}; check the bucket in --source (or luigi.cfg "
-            f"[months]) and AWS_ENDPOINT_URL"
+        return use.error(
+            f"{uri}: bucket '{uri.bucket}' does not exist at {where}; check the bucket in {use.setting} and "
+            f"AWS_ENDPOINT_URL"
         )
     first = text.strip().splitlines()[0] if text.strip() else "unknown error"
     return ObjectStoreError(f"{uri}: {where} failed: {first}; check AWS_ENDPOINT_URL and the bucket, then run again")

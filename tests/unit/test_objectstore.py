@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import drops, objectstore
-from pipeline.errors import DropError, ObjectStoreError
+from pipeline.errors import DropError, LakeStateError, ObjectStoreError
 from pipeline.objectstore import S3Uri, filesystem_options, parse
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -129,6 +129,21 @@ def test_describe_names_the_endpoint_or_aws_never_a_credential():
         "http://localhost:9000"
     )
     assert objectstore.describe({}) == "AWS S3"
+
+
+def test_a_lakes_object_storage_failures_name_the_lake_setting_and_say_nothing_was_read(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:9000")
+    uri = S3Uri("lake", "streamflow/runs")
+    gone = objectstore._said(uri, "AWS Error NO_SUCH_BUCKET during ListObjectsV2", objectstore.LAKE)
+    assert isinstance(gone, LakeStateError)
+    assert "check the bucket in LAKE_ROOT (or luigi.cfg [pipeline] lake_root) and AWS_ENDPOINT_URL" in str(gone)
+    refused = objectstore._said(uri, "AWS Error ACCESS_DENIED during HeadObject", objectstore.LAKE)
+    assert str(refused).endswith("may list and read bucket 'lake'; nothing was read")
+    gone_object = r"no such object \(removed meanwhile\?\); a run record names it"
+    with pytest.raises(LakeStateError, match=gone_object), objectstore.said(uri, objectstore.LAKE):
+        raise FileNotFoundError(uri.path)
+    drop = objectstore._said(uri, "AWS Error ACCESS_DENIED during HeadObject")
+    assert str(drop).endswith("nothing was published"), "a drop's wording by default"
 
 
 @pytest.mark.parametrize(
