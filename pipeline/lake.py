@@ -39,7 +39,7 @@ from pipeline import duck, lakefs, lakestore
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import LakeStateError
-from pipeline.evolve import conformed_items, conformed_select, conforms, storage_type
+from pipeline.evolve import conformed_dataset, conformed_select, conforms
 from pipeline.runs import MonthRecord, run_records
 from pipeline.schema import Schema, Table, load_schema
 
@@ -157,11 +157,8 @@ class _S3Objects:
         parts = []
         for as_of, key in sorted(objects.items()):
             name = f"{S3_RELATION}{table.name}_{as_of:%Y%m%d}"
-            self.con.register(name, self.lake.dataset(key))
-            described = self.con.execute(f"DESCRIBE SELECT * FROM {quote(name)}").fetchall()
-            columns = {column: storage_type(kind) for column, kind, *_ in described}
-            month = f"DATE {literal(as_of.isoformat())} AS {quote(AS_OF)}"
-            parts.append(f"SELECT {conformed_items(table, columns)}, {month} FROM {quote(name)}")
+            month = f", DATE {literal(as_of.isoformat())} AS {quote(AS_OF)}"
+            parts.append(conformed_dataset(self.con, name, self.lake.dataset(key), table, month))
         return " UNION ALL ".join(parts)
 
 

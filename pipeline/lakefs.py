@@ -45,6 +45,14 @@ def partition(as_of: date) -> str:
     return f"as_of={as_of.isoformat()}"
 
 
+def partition_date(name: str) -> date | None:
+    """The month of an ``as_of=D`` folder's name; None for any other name (e.g. a temporary one)."""
+    try:
+        return date.fromisoformat(name.removeprefix("as_of="))
+    except ValueError:
+        return None
+
+
 class Lake:
     """Paths inside a lake root: a local folder. Every writer of the lake goes through it, so an s3:// root
     is refused here, before anything is written (:func:`pipeline.lakestore.local_root`)."""

@@ -551,14 +551,6 @@ def _oldest_first(attempts: list[RunRecord]) -> list[RunRecord]:
     return sorted(attempts, key=lambda r: (_iso(r.recorded_at or r.started_at) or "", r.run_id or ""))
 
 
-def _month_folder(name: str) -> date | None:
-    """The month of a ``runs/as_of=D`` folder; None for any other name (e.g. a temporary one)."""
-    try:
-        return date.fromisoformat(name.removeprefix("as_of="))
-    except ValueError:
-        return None
-
-
 class RunRecords(Generic[W]):
     """What a lake's run records say, wherever the lake is: the listing and reading of the records is
     :class:`RunStore`'s (a local folder) or :class:`S3RunRecords`'s (an s3:// lake); what they mean is
@@ -641,7 +633,7 @@ class RunStore(RunRecords[Path]):
     def _run_dirs(self) -> dict[date, Path]:
         dirs = {}
         for run_dir in sorted((self.lake.root / "runs").glob("as_of=*")):
-            as_of = _month_folder(run_dir.name)
+            as_of = lakefs.partition_date(run_dir.name)
             if as_of is not None:
                 dirs[as_of] = run_dir
         return dirs
@@ -688,7 +680,7 @@ class S3RunRecords(RunRecords[str]):
         self.lake = lake
 
     def _month_list(self) -> list[date]:
-        months = (_month_folder(f.name) for f in self.lake.listing(RUNS) if not f.is_file)
+        months = (lakefs.partition_date(f.name) for f in self.lake.listing(RUNS) if not f.is_file)
         return sorted(d for d in months if d is not None)
 
     def _json_files(self, folder: str) -> list[tuple[str, RunRecord]]:

@@ -36,7 +36,7 @@ from pipeline import duck, lakefs, lakestore, objectstore
 from pipeline.config import Settings, load_settings
 from pipeline.duck import literal, quote
 from pipeline.errors import ConfigError, LakeStateError, PipelineError
-from pipeline.evolve import conformed_items, conformed_select, conforms, empty_select, storage_type
+from pipeline.evolve import conformed_dataset, conformed_select, conforms, empty_select
 from pipeline.lake import arrow
 from pipeline.lakestore import LakeRoot
 from pipeline.runs import run_records, versions
@@ -215,13 +215,10 @@ def _s3_reader(con: duckdb.DuckDBPyConnection, table: Table, uri: str) -> str:
     """An object of a lake on S3, registered on ``con`` as a pyarrow dataset (bench/RESULTS.md), read as
     the current contract; its as_of is taken from its key's as_of=… folder, as DuckDB's hive partitioning
     takes it from a local file's."""
-    name = f"__s3_{table.name}"
-    con.register(name, lakestore.dataset(objectstore.parse(uri)))
-    described = con.execute(f"DESCRIBE SELECT * FROM {quote(name)}").fetchall()
-    columns = {column: storage_type(kind) for column, kind, *_ in described}
     folder = next((p for p in uri.split("/") if p.startswith("as_of=")), "")
-    month = f"DATE {literal(folder.removeprefix('as_of='))} AS as_of" if folder else "CAST(NULL AS DATE) AS as_of"
-    return f"(SELECT {conformed_items(table, columns)}, {month} FROM {quote(name)})"
+    month = f", DATE {literal(folder.removeprefix('as_of='))} AS as_of" if folder else ", CAST(NULL AS DATE) AS as_of"
+    dataset = lakestore.dataset(objectstore.parse(uri))
+    return f"({conformed_dataset(con, f'__s3_{table.name}', dataset, table, month)})"
 
 
 def check_sources(sources: TrainingSources, observed: dict[str, set[date]]) -> None:

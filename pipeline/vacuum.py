@@ -48,13 +48,12 @@ def _removal(as_of: date, why: str, paths: list[Path]) -> Removal:
 
 def months_in(lake: lakefs.Lake) -> list[date]:
     """Every month the lake holds a run record or a data object of."""
-    found = set()
+    found: set[date] = set()
     for folder in [lake.root / "runs", *(lake.root / kind for kind in lakefs.OBJECT_KINDS)]:
         for path in [*folder.glob("as_of=*"), *folder.glob("*/as_of=*")]:
-            try:
-                found.add(date.fromisoformat(path.name.removeprefix("as_of=")))
-            except ValueError:
-                continue  # not a month's folder
+            as_of = lakefs.partition_date(path.name)
+            if as_of is not None:  # else not a month's folder
+                found.add(as_of)
     return sorted(found)
 
 
