@@ -1,7 +1,7 @@
 """Drift of a month against the previous published month, computed in DuckDB over snapshot files.
 
 Every feature column of the contract is compared: every value column of every table of
-``sql/schema.sql`` but the label table's (:data:`pipeline.training.LABEL_TABLE`, whose columns are the
+``sql/schema.sql`` but the label table's (:data:`pipeline.schema.LABEL_TABLE`, whose columns are the
 labels). Nothing here lists a column: kinds come from the declared types (:mod:`pipeline.types`).
 
 * **numeric** (INT, BIGINT, NUMERIC; DATE as days since 1970-01-01): the bins are the deciles of the
@@ -58,7 +58,7 @@ from pipeline.duck import literal, quote
 from pipeline.evolve import conformed, empty_select
 from pipeline.quality import CheckResult
 from pipeline.runs import RunStore
-from pipeline.schema import Column, Schema, Table, load_schema
+from pipeline.schema import LABEL_TABLE, Column, Schema, Table, load_schema
 from pipeline.types import BigintRule, BooleanRule, DateRule, IntRule, NumericRule
 
 EMPTY_BIN_SHARE = 0.0001  # the share an empty bin counts with, so that ln(a / b) stays finite
@@ -136,8 +136,6 @@ def psi(before: Sequence[float], after: Sequence[float], floor: float = EMPTY_BI
 
 def feature_columns(schema: Schema) -> list[tuple[Table, Column]]:
     """Every feature column of the contract: value columns of every table but the label table."""
-    from pipeline.training import LABEL_TABLE
-
     return [(t, c) for t in schema.tables if t.name != LABEL_TABLE for c in t.value_columns]
 
 
@@ -486,7 +484,6 @@ def population(
     con: duckdb.DuckDBPyConnection, schema: Schema, before: dict[str, Path | None], after: dict[str, Path | None]
 ) -> Population:
     """Users (rows of the root table) and the churn rate (the label table's first BOOLEAN column)."""
-    from pipeline.training import LABEL_TABLE
 
     root = schema.root
 

@@ -27,6 +27,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = PROJECT_ROOT / "sql" / "schema.sql"
 
 HIDDEN_AT_START = "hidden at start"
+# The table whose value columns are the training labels; every other table's are features (drift,
+# training sets). Here, not in pipeline.training, so that the drift thread of a publish imports nothing
+# heavy: importing pyarrow.compute there beside the gate's Soda import deadlocked a month on the
+# interpreter's import lock (setuptools' distutils hack imports from inside a finder).
+LABEL_TABLE = "labels"
 
 
 class SchemaError(Exception):

@@ -40,9 +40,8 @@ from pipeline.evolve import conformed_dataset, conformed_select, conforms, empty
 from pipeline.lake import arrow
 from pipeline.lakestore import LakeRoot
 from pipeline.runs import run_records, versions
-from pipeline.schema import Schema, Table, load_schema
+from pipeline.schema import LABEL_TABLE, Schema, Table, load_schema
 
-LABEL_TABLE = "labels"  # its value columns are the labels; every other table's are features
 AS_OF_COLUMN = "as_of"  # the month of the features, a column of every row (after the key)
 LABEL_AS_OF_COLUMN = "label_as_of"  # the month of the label
 NUMERIC_CHOICES = ("float", "decimal")
